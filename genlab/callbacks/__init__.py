@@ -1,0 +1,1 @@
+"""Lightning callbacks: sample grids, divergence guard, progress output."""

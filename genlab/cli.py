@@ -1,0 +1,88 @@
+"""The `genlab` console script: argv -> command name + Hydra overrides; nothing else."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+from genlab.errors import ConfigError, GenlabError, bad_choice
+
+# name -> (module with a `main(overrides: list[str])`, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("genlab.commands.train", "train a model family on a dataset (conf/train.yaml)"),
+}
+
+HELP = """usage: genlab <command> [hydra overrides ...]
+
+Commands:
+{commands}
+
+Every command composes conf/<command>.yaml with Hydra: override any value with key=value,
+pick a config with group=name (e.g. model=vae data=mnist trainer=cpu), sweep with -m.
+`genlab <command> --help` shows the command's config groups and composed config.
+"""
+
+
+def conf_dir() -> Path:
+    """The config folder: inside the installed package, or at the top of a source checkout."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+
+
+def group_choices(group: str) -> list[str] | None:
+    """Names of the configs in conf/<group>/, or None when that is not one of genlab's groups."""
+    folder = conf_dir() / group
+    if not folder.is_dir() or group.startswith("hydra"):
+        return None  # hydra/* groups also come from Hydra and its plugins
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def check_group_overrides(overrides: list[str]) -> None:
+    """Reject `group=name` when conf/<group>/name.yaml does not exist, before Hydra starts."""
+    for override in overrides:
+        if override.startswith("-") or "=" not in override:
+            continue
+        key, value = override.split("=", 1)
+        key = key.lstrip("+~")
+        if "@" in key or any(c in value for c in "()[]{}$*"):
+            continue  # sweep functions, packages and interpolations are Hydra's to check
+        choices = group_choices(key)
+        if choices is None:
+            continue
+        for name in value.split(","):
+            name = name.strip()
+            if name not in choices and name.lower() not in ("null", ""):
+                raise bad_choice(key, name, choices)
+
+
+def print_error(err: GenlabError) -> None:
+    text = " ".join(str(err).split())
+    print(textwrap.fill(f"genlab: error: {text}", width=100), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        width = max(len(n) for n in COMMANDS)
+        lines = "\n".join(f"  {n.ljust(width)}  {d}" for n, (_, d) in COMMANDS.items())
+        print(HELP.format(commands=lines))
+        sys.exit(0 if args else 2)
+    command, overrides = args[0], args[1:]
+    try:
+        if command not in COMMANDS:
+            raise ConfigError(
+                f"unknown command {command!r}. Valid commands: {', '.join(COMMANDS)}. "
+                "Run `genlab --help` for what each does."
+            )
+        check_group_overrides(overrides)
+        module = importlib.import_module(COMMANDS[command][0])
+        module.main(overrides)
+    except GenlabError as err:
+        print_error(err)
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per CLI command: compose-time glue around Hydra, no model maths."""

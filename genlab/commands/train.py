@@ -1,0 +1,119 @@
+"""`genlab train`: instantiate data, model, callbacks, loggers and trainer from the config, fit, test,
+and write metrics.json into the run folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from genlab.commands.runner import run_command
+from genlab.errors import CheckpointError, ConfigError
+
+
+def instantiate_group(node) -> list[Any]:
+    """Instantiate every `_target_` entry of a dict-like config group (callbacks, loggers)."""
+    from hydra.utils import instantiate
+
+    if not node:
+        return []
+    return [instantiate(entry) for entry in node.values() if entry is not None and "_target_" in entry]
+
+
+def check_learning_rates(node, path: str = "model") -> None:
+    """Every `lr` in the model config must be a positive number (torch would fail later, less clearly)."""
+    from omegaconf import DictConfig
+
+    if not isinstance(node, DictConfig):
+        return
+    for key, value in node.items():
+        if key == "lr" and (not isinstance(value, (int, float)) or not value > 0):
+            raise ConfigError(f"{path}.lr={value!r} must be a positive number, e.g. {path}.lr=2e-4.")
+        check_learning_rates(value, f"{path}.{key}")
+
+
+def config_hash(container: dict) -> str:
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def scalar_metrics(metrics: dict) -> dict[str, float]:
+    """Logged scalars named `val/…` or `test/…` (Lightning's `_epoch` suffix dropped), as floats."""
+    out = {}
+    for key, value in metrics.items():
+        key = key.removesuffix("_epoch")
+        if key.startswith(("val/", "test/")) and not key.endswith("_step") and getattr(value, "numel", lambda: 1)() == 1:
+            out[key] = float(value)
+    return dict(sorted(out.items()))
+
+
+def write_metrics(path: Path, payload: dict) -> None:
+    def clean(value):
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    payload["metrics"] = {k: clean(v) for k, v in payload["metrics"].items()}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def train(cfg) -> float | None:
+    """Fit one run; returns the metric named by `optimized_metric` (for sweepers), if any."""
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from genlab import __version__
+
+    check_learning_rates(cfg.model)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path!r} does not exist. To resume, give a checkpoint of an earlier run, "
+            "e.g. ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt."
+        )
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    container = OmegaConf.to_container(cfg, resolve=True)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    model.run_config = container
+    trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None)
+    metrics = dict(trainer.callback_metrics)
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        metrics.update(trainer.callback_metrics)
+
+    values = scalar_metrics(metrics)
+    if trainer.is_global_zero:
+        ckpt = trainer.checkpoint_callback
+        write_metrics(
+            output_dir / "metrics.json",
+            {
+                "metrics": values,
+                "family": model.family,
+                "data": datamodule.describe(),
+                "seed": cfg.seed,
+                "epochs_completed": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "checkpoints": {
+                    "last": ckpt.last_model_path if ckpt else None,
+                    "best": ckpt.best_model_path if ckpt else None,
+                },
+                "genlab_version": __version__,
+                "config_hash": config_hash(container),
+                "config": container,
+            },
+        )
+    metric = cfg.get("optimized_metric")
+    return values.get(metric) if metric else None
+
+
+def main(overrides: list[str]) -> None:
+    run_command("train", train, overrides)

@@ -1,0 +1,5 @@
+"""LightningModules, one file per family; `base.py` holds the contract they share."""
+
+from genlab.models.base import GenerativeModel, load_model
+
+__all__ = ["GenerativeModel", "load_model"]

@@ -1,0 +1,93 @@
+"""Variational autoencoder (Kingma & Welling 2014) with a β weight (Higgins et al. 2017) and KL warm-up
+(Bowman et al. 2016; Sønderby et al. 2016)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from genlab.errors import ConfigError, bad_choice
+from genlab.losses import LIKELIHOODS, kl_standard_normal, reconstruction_nll
+from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.nets import ConvDecoder, ConvEncoder
+
+
+class VAE(GenerativeModel):
+    family = "vae"
+    has_encoder = True
+
+    def __init__(
+        self,
+        image_size: int = 16,
+        channels: int = 1,
+        latent_dim: int = 16,
+        width: int = 32,
+        beta: float = 1.0,
+        likelihood: str = "bernoulli",
+        gaussian_std: float = 0.1,
+        kl_warmup_steps: int = 0,
+        optimizer: OptimizerFactory | None = None,
+    ) -> None:
+        super().__init__(optimizer)
+        if likelihood not in LIKELIHOODS:
+            raise bad_choice("model.likelihood", likelihood, LIKELIHOODS)
+        if beta < 0:
+            raise ConfigError(f"model.beta={beta!r} must be >= 0 (1 is the plain VAE).")
+        if gaussian_std <= 0:
+            raise ConfigError(f"model.gaussian_std={gaussian_std!r} must be positive.")
+        if kl_warmup_steps < 0:
+            raise ConfigError(f"model.kl_warmup_steps={kl_warmup_steps!r} must be >= 0 (0 turns warm-up off).")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.latent_dim = latent_dim
+        self.encoder = ConvEncoder(image_size, channels, 2 * latent_dim, width)
+        self.decoder = ConvDecoder(latent_dim, image_size, channels, width)
+
+    # -- what a user does with a trained model ---------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [0, 1] (the likelihood's mean)."""
+        return torch.sigmoid(self.decoder(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images from the prior; pass a seeded CPU `generator` for the same images every call."""
+        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
+
+    # -- training ----------------------------------------------------------------------------------
+    def kl_weight(self) -> float:
+        """β, ramped linearly from 0 over the first `kl_warmup_steps` optimizer steps."""
+        warmup = self.hparams.kl_warmup_steps
+        ramp = min(1.0, self.global_step / warmup) if warmup else 1.0
+        return self.hparams.beta * ramp
+
+    def _losses(self, x: torch.Tensor, kl_weight: float) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = reconstruction_nll(self.decoder(z), x, self.hparams.likelihood, self.hparams.gaussian_std)
+        kl = kl_standard_normal(mu, logvar)
+        return {"loss": recon + kl_weight * kl, "loss_recon": recon, "loss_kl": kl}
+
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        losses = self._losses(batch[0], self.kl_weight())
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, on_step=True, on_epoch=True)
+        return losses
+
+    def _eval_step(self, batch, stage: str) -> None:
+        x = batch[0]
+        losses = self._losses(x, self.hparams.beta)
+        losses["recon_mse"] = F.mse_loss(self.reconstruct(x), x)
+        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, on_epoch=True, batch_size=len(x))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.make_optimizer(self.parameters())
