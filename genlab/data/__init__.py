@@ -1,0 +1,6 @@
+"""LightningDataModules. Every batch is `(x, y)`: images as float in [0, 1] shaped (B, C, H, W), or
+2-D points shaped (B, 2) for the Gaussian mixtures; `y` is the class (or mixture component) index."""
+
+from genlab.data.base import GenlabDataModule
+
+__all__ = ["GenlabDataModule"]

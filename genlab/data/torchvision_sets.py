@@ -1,0 +1,96 @@
+"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision, held in memory at `image_size`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab.data.base import GenlabDataModule, TensorImages, resize_images
+from genlab.errors import ConfigError, DataError
+
+# name -> (torchvision class, folder torchvision reads under root, files it needs, native size, channels)
+DATASETS = {
+    "mnist": ("MNIST", "MNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or their .gz)", 28, 1),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", "train-images-idx3-ubyte, "
+                      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or .gz)", 28, 1),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "data_batch_1..5, test_batch, batches.meta "
+                "(from cifar-10-python.tar.gz)", 32, 3),
+}
+
+
+def load_torchvision(name: str, root: str | Path, train: bool, download: bool):
+    """The torchvision dataset, or one DataError saying where its files must be and how to get them."""
+    import torchvision.datasets as tvd
+
+    cls_name, folder, files, _, _ = DATASETS[name]
+    root = Path(root).expanduser()
+    try:
+        return getattr(tvd, cls_name)(root=str(root), train=train, download=download)
+    except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError ... for one cause
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        how = "the download failed" if download else "download is off (data.download=false)"
+        raise DataError(
+            f"{cls_name} is not under data.root={str(root)!r} and {how}: {reason}. genlab needs the files "
+            f"{files} in {root / folder}. Either run once with internet access (data.download=true, the "
+            f"default), copy the files there by hand, or point data.root at a folder that holds "
+            f"{folder}/."
+        ) from exc
+
+
+class TorchvisionDataModule(GenlabDataModule):
+    """A torchvision dataset: official train/test split, validation split off the training set."""
+
+    dataset = "mnist"
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = True,
+        image_size: int | None = None,
+        channels: int | None = None,
+        train_limit: int | None = None,
+        **kwargs,
+    ) -> None:
+        _, _, _, native, native_channels = DATASETS[self.dataset]
+        if channels not in (None, native_channels):
+            raise ConfigError(
+                f"data.channels={channels!r} does not match {self.dataset}, which has {native_channels} "
+                f"channel(s). Valid choices: {native_channels}."
+            )
+        channels = native_channels
+        super().__init__(image_size=image_size or native, channels=channels, num_classes=10, **kwargs)
+        self.name = self.dataset
+        self.root = root
+        self.download = download
+        self.train_limit = train_limit
+
+    def _tensors(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ds = load_torchvision(self.dataset, self.root, train, self.download)
+        data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
+        images = data.unsqueeze(1) if data.dim() == 3 else data.permute(0, 3, 1, 2)  # (N, C, H, W)
+        labels = torch.as_tensor(np.asarray(ds.targets))
+        return resize_images(images.contiguous(), self.image_size), labels
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit", "validate"):
+            images, labels = self._tensors(train=True)
+            if self.train_limit:
+                images, labels = images[: self.train_limit], labels[: self.train_limit]
+            self.train_set, self.val_set = self.split_off_val(TensorImages(images, labels))
+        if self.test_set is None and stage in (None, "test", "predict"):
+            self.test_set = TensorImages(*self._tensors(train=False))
+
+
+class MNISTDataModule(TorchvisionDataModule):
+    dataset = "mnist"
+
+
+class FashionMNISTDataModule(TorchvisionDataModule):
+    dataset = "fashion_mnist"
+
+
+class CIFAR10DataModule(TorchvisionDataModule):
+    dataset = "cifar10"
