@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
 import textwrap
@@ -9,10 +10,21 @@ from pathlib import Path
 
 from genlab.errors import ConfigError, GenlabError, bad_choice
 
-# name -> (module with a `main(overrides: list[str])`, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("genlab.commands.train", "train a model family on a dataset (conf/train.yaml)"),
-}
+COMMANDS_DIR = Path(__file__).resolve().parent / "commands"
+
+
+def commands() -> dict[str, str]:
+    """Command name -> one-line description. Every public module in genlab/commands/ with a `main`
+    is a command (`train_classifier.py` -> `genlab train-classifier`); read from source, not imported."""
+    found = {}
+    for path in sorted(COMMANDS_DIR.glob("*.py")):
+        if path.stem.startswith("_"):
+            continue
+        tree = ast.parse(path.read_text())
+        if any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body):
+            doc = (ast.get_docstring(tree) or "").strip().splitlines()
+            found[path.stem.replace("_", "-")] = doc[0] if doc else ""
+    return found
 
 HELP = """usage: genlab <command> [hydra overrides ...]
 
@@ -65,19 +77,21 @@ def print_error(err: GenlabError) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        width = max(len(n) for n in COMMANDS)
-        lines = "\n".join(f"  {n.ljust(width)}  {d}" for n, (_, d) in COMMANDS.items())
+        available = commands()
+        width = max(len(n) for n in available)
+        lines = "\n".join(f"  {n.ljust(width)}  {d}" for n, d in available.items())
         print(HELP.format(commands=lines))
         sys.exit(0 if args else 2)
     command, overrides = args[0], args[1:]
     try:
-        if command not in COMMANDS:
+        available = commands()
+        if command not in available:
             raise ConfigError(
-                f"unknown command {command!r}. Valid commands: {', '.join(COMMANDS)}. "
+                f"unknown command {command!r}. Valid commands: {', '.join(available)}. "
                 "Run `genlab --help` for what each does."
             )
         check_group_overrides(overrides)
-        module = importlib.import_module(COMMANDS[command][0])
+        module = importlib.import_module(f"genlab.commands.{command.replace('-', '_')}")
         module.main(overrides)
     except GenlabError as err:
         print_error(err)

@@ -1,5 +1,4 @@
-"""`genlab train`: instantiate data, model, callbacks, loggers and trainer from the config, fit, test,
-and write metrics.json into the run folder."""
+"""Train a model family on a dataset: fit, test, write checkpoints, sample grids and metrics.json."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from genlab.commands.runner import run_command
+from genlab.commands._runner import run_command
 from genlab.errors import CheckpointError, ConfigError
 
 

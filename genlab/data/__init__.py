@@ -3,4 +3,11 @@
 
 from genlab.data.base import GenlabDataModule
 
-__all__ = ["GenlabDataModule"]
+__all__ = ["GenlabDataModule", "datamodule_from_config"]
+
+
+def datamodule_from_config(data_config: dict, **overrides) -> GenlabDataModule:
+    """Rebuild a data module from the `data` section of a run's config (e.g. a checkpoint's)."""
+    from hydra.utils import instantiate
+
+    return instantiate({**data_config, **overrides})
