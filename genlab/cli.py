@@ -71,7 +71,7 @@ def check_group_overrides(overrides: list[str]) -> None:
 
 def print_error(err: GenlabError) -> None:
     text = " ".join(str(err).split())
-    print(textwrap.fill(f"genlab: error: {text}", width=100), file=sys.stderr)
+    print(textwrap.fill(f"genlab: error: {text}", width=100, break_on_hyphens=False), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
