@@ -26,6 +26,7 @@ def commands() -> dict[str, str]:
             found[path.stem.replace("_", "-")] = doc[0] if doc else ""
     return found
 
+
 HELP = """usage: genlab <command> [hydra overrides ...]
 
 Commands:

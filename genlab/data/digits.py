@@ -16,6 +16,7 @@ class DigitsDataModule(GenlabDataModule):
     def __init__(self, image_size: int = 16, channels: int = 1, test_fraction: float = 0.15, **kwargs) -> None:
         if channels != 1:
             raise ConfigError(f"data.channels={channels!r}: digits are greyscale. Valid choices: 1.")
+        kwargs.setdefault("val_fraction", 0.15)
         super().__init__(image_size=image_size, channels=1, num_classes=10, **kwargs)
         if not 0 < test_fraction < 1 or test_fraction + self.val_fraction >= 1:
             raise ConfigError(

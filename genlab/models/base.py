@@ -38,14 +38,19 @@ class GenerativeModel(pl.LightningModule):
         self.run_config: dict[str, Any] | None = None  # the composed config, stored in checkpoints
 
     def make_optimizer(
-        self, params: Iterable[torch.nn.Parameter], factory: OptimizerFactory | None = None, name: str = "optimizer"
+        self,
+        params: Iterable[torch.nn.Parameter],
+        factory: OptimizerFactory | None = None,
+        name: str = "optimizer",
     ) -> torch.optim.Optimizer:
         """Build an optimizer from a Hydra partial, turning torch's ValueError into a readable one."""
         factory = factory or self.optimizer_factory or partial(torch.optim.Adam, lr=1e-3)
         try:
             return factory(params)
         except ValueError as exc:
-            raise ConfigError(f"model.{name}: {exc}. Use a positive learning rate and betas in [0, 1).") from exc
+            raise ConfigError(
+                f"model.{name}: {exc}. Use a positive learning rate and betas in [0, 1)."
+            ) from exc
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["genlab"] = {
