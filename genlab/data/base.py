@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset, Subset
+from collections.abc import Iterable
 
-from genlab.errors import ConfigError
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from genlab.errors import ConfigError, DataError
 
 
 class TensorImages(Dataset):
@@ -24,6 +26,28 @@ class TensorImages(Dataset):
         x = self.images[index]
         x = x.float().div_(255) if x.dtype == torch.uint8 else x
         return x, self.labels[index]
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """The class label of every item of `dataset`, read without loading images where possible."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return torch.as_tensor(labels).long()
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) > 1:
+        return dataset.tensors[1].long()
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+def class_list(key: str, value: int | Iterable[int] | None) -> list[int] | None:
+    """A sorted list of distinct class ids from a config value (one int or a list), None stays None."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, int) else list(value)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{key}={values!r} must be a list of integer class ids, e.g. {key}=[0,1].")
+    return sorted(set(values))
 
 
 def resize_images(images: torch.Tensor, image_size: int, chunk: int = 4096) -> torch.Tensor:
@@ -62,8 +86,18 @@ class GenlabDataModule(pl.LightningDataModule):
         channels: int | None = None,
         num_classes: int | None = None,
         pin_memory: bool = False,
+        normal_classes: int | Iterable[int] | None = None,
+        anomaly_classes: int | Iterable[int] | None = None,
     ) -> None:
         super().__init__()
+        # Anomaly detection (`genlab anomaly`): train and val keep only the normal classes, test keeps all.
+        self.normal_classes = class_list("data.normal_classes", normal_classes)
+        self.anomaly_classes = class_list("data.anomaly_classes", anomaly_classes)
+        if self.normal_classes is not None and self.anomaly_classes is not None:
+            raise ConfigError(
+                f"data.normal_classes={self.normal_classes} and data.anomaly_classes={self.anomaly_classes} "
+                "are both set; give only one of them (the other is every remaining class)."
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data.batch_size={batch_size!r} must be a positive integer.")
         if not isinstance(num_workers, int) or num_workers < 0:
@@ -80,9 +114,74 @@ class GenlabDataModule(pl.LightningDataModule):
         self.channels = channels
         self.num_classes = num_classes
         self.pin_memory = pin_memory
+        if num_classes is not None:
+            self.normal_class_ids()  # reject bad class ids now; image folders learn num_classes in setup()
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    # -- class filtering for anomaly detection -----------------------------------------------------
+    # train_set and val_set are properties so every subclass's setup() is filtered without knowing it.
+    @property
+    def train_set(self) -> Dataset | None:
+        return self._train_set
+
+    @train_set.setter
+    def train_set(self, dataset: Dataset | None) -> None:
+        self._train_set = self.keep_normal(dataset, "train")
+
+    @property
+    def val_set(self) -> Dataset | None:
+        return self._val_set
+
+    @val_set.setter
+    def val_set(self, dataset: Dataset | None) -> None:
+        self._val_set = self.keep_normal(dataset, "val")
+
+    @property
+    def filters_classes(self) -> bool:
+        return self.normal_classes is not None or self.anomaly_classes is not None
+
+    def normal_class_ids(self) -> list[int] | None:
+        """The classes train/val keep (None: no filtering), checked against `num_classes`."""
+        if not self.filters_classes:
+            return None
+        if self.num_classes is None:
+            raise ConfigError(
+                f"data.normal_classes / data.anomaly_classes need class labels, but {self.name} has none."
+            )
+        key, ids = (
+            ("data.normal_classes", self.normal_classes)
+            if self.normal_classes is not None
+            else ("data.anomaly_classes", self.anomaly_classes)
+        )
+        bad = [c for c in ids if not 0 <= c < self.num_classes]
+        if bad:
+            raise ConfigError(
+                f"{key}={ids} holds class ids {bad} that {self.name} does not have: its classes are "
+                f"0..{self.num_classes - 1}."
+            )
+        normal = (
+            ids if self.normal_classes is not None else [c for c in range(self.num_classes) if c not in ids]
+        )
+        if not normal:
+            raise ConfigError(f"{key}={ids} leaves no normal class to train on; keep at least one normal.")
+        return normal
+
+    def held_out_class_ids(self) -> list[int] | None:
+        """The classes only the test split contains (the anomalies), or None without filtering."""
+        normal = self.normal_class_ids()
+        return None if normal is None else [c for c in range(self.num_classes) if c not in normal]
+
+    def keep_normal(self, dataset: Dataset | None, split: str) -> Dataset | None:
+        """`dataset` restricted to the normal classes (unchanged when no classes are held out)."""
+        normal = self.normal_class_ids() if dataset is not None else None
+        if normal is None:
+            return dataset
+        keep = torch.isin(dataset_labels(dataset), torch.as_tensor(normal)).nonzero().flatten().tolist()
+        if not keep:
+            raise DataError(f"the {split} split of {self.name} holds no item of the normal classes {normal}.")
+        return Subset(dataset, keep)
 
     # -- helpers for subclasses -----------------------------------------------------------------
     def split_off_val(self, dataset: Dataset) -> tuple[Subset, Subset]:
@@ -130,4 +229,9 @@ class GenlabDataModule(pl.LightningDataModule):
             "channels": self.channels,
             "num_classes": self.num_classes,
             "split_seed": self.split_seed,
+            **(
+                {"normal_classes": self.normal_class_ids(), "anomaly_classes": self.held_out_class_ids()}
+                if self.filters_classes
+                else {}
+            ),
         }
