@@ -1,0 +1,237 @@
+"""VAE-GAN (Larsen, Sønderby, Larochelle & Winther 2016, "Autoencoding beyond pixels using a learned
+similarity metric"): a VAE whose reconstruction error is measured in a GAN discriminator's feature space.
+
+Three networks and three losses (paper sec. 2.2, Algorithm 1):
+- encoder q(z|x), penalised by the prior loss L_prior = KL(q(z|x) || p(z));
+- decoder = generator, reconstructing x as x̃ = Dec(z), z ~ q(z|x);
+- discriminator Dis, whose activations Dis_l at layer l define the reconstruction likelihood
+  L_llike^Dis_l = -E_q[log N(Dis_l(x) | Dis_l(x̃), I)], and whose output defines the GAN loss on real
+  images, reconstructions x̃ and prior samples Dec(z_p), z_p ~ N(0, I).
+Updates: encoder by L_prior + L_llike, decoder by γ·L_llike − L_GAN, discriminator by L_GAN; each network
+has its own optimizer (manual optimization). The GAN loss never reaches the encoder (the authors' code
+zeroes that gradient), and L_llike never trains the discriminator (Algorithm 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from genlab.errors import ConfigError, bad_choice
+from genlab.losses import GAN_LOSSES, gaussian_nll, kl_standard_normal
+from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.nets import ConvDecoder, ConvEncoder
+from genlab.nets.conv import NORMS, dcgan_init
+
+# the GAN losses whose discriminator needs nothing but real and fake outputs (WGAN needs a penalty term)
+VAEGAN_LOSSES = ("ns", "hinge")
+
+
+def feature_nll(fake_features: torch.Tensor, real_features: torch.Tensor) -> torch.Tensor:
+    """-log N(Dis_l(x) | Dis_l(x̃), I) per image, summed over the layer's units (Larsen et al. 2016, eq. 6)."""
+    return gaussian_nll(fake_features, real_features, 1.0).flatten(1).sum(1)
+
+
+class VAEGAN(GenerativeModel):
+    family = "vaegan"
+    has_encoder = True
+
+    def __init__(
+        self,
+        image_size: int = 16,
+        channels: int = 1,
+        latent_dim: int = 16,
+        width: int = 32,
+        disc_width: int = 32,
+        disc_norm: str = "batch",
+        feature_layer: int = -1,
+        gamma: float = 1e-2,
+        kl_weight: float = 1.0,
+        gan_loss: str = "ns",
+        equilibrium: float = 0.68,
+        margin: float | None = None,
+        optimizer_enc: OptimizerFactory | None = None,
+        optimizer_dec: OptimizerFactory | None = None,
+        optimizer_disc: OptimizerFactory | None = None,
+    ) -> None:
+        super().__init__(None)
+        if gan_loss not in VAEGAN_LOSSES:
+            raise bad_choice("model.gan_loss", gan_loss, VAEGAN_LOSSES)
+        if disc_norm not in NORMS:
+            raise bad_choice("model.disc_norm", disc_norm, NORMS)
+        if gamma < 0:
+            raise ConfigError(
+                f"model.gamma={gamma!r} must be >= 0 (it weighs reconstruction against the GAN loss)."
+            )
+        if kl_weight < 0:
+            raise ConfigError(f"model.kl_weight={kl_weight!r} must be >= 0 (1 is the paper's prior loss).")
+        if margin is not None and gan_loss != "ns":
+            raise ConfigError(
+                f"model.margin={margin!r} gates on the discriminator's cross-entropy, which only the 'ns' GAN loss "
+                f"has; use model.gan_loss=ns or model.margin=null (gan_loss is {gan_loss!r})."
+            )
+        if margin is not None and margin <= 0:
+            raise ConfigError(
+                f"model.margin={margin!r} must be positive, or null to always update every network."
+            )
+        self.save_hyperparameters(ignore=["optimizer_enc", "optimizer_dec", "optimizer_disc"])
+        self.automatic_optimization = False
+        self.optimizer_factories = {"enc": optimizer_enc, "dec": optimizer_dec, "disc": optimizer_disc}
+        self.latent_dim = latent_dim
+        self.encoder = ConvEncoder(image_size, channels, 2 * latent_dim, width)
+        self.decoder = ConvDecoder(latent_dim, image_size, channels, width)
+        self.discriminator = ConvEncoder(image_size, channels, 1, disc_width, norm=disc_norm)
+        n_blocks = len(self.discriminator.blocks)
+        if not -n_blocks <= feature_layer < n_blocks:
+            raise ConfigError(
+                f"model.feature_layer={feature_layer!r} is not a conv block of the discriminator: for "
+                f"image_size={image_size} it has {n_blocks} blocks, so valid choices are "
+                f"{', '.join(str(i) for i in range(-n_blocks, n_blocks))} (-1 is the deepest)."
+            )
+        self.feature_index = feature_layer % n_blocks
+        dcgan_init(self.decoder)
+        dcgan_init(self.discriminator)
+        self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[gan_loss]
+
+    # -- what a user does with a trained model ---------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [0, 1]."""
+        return torch.sigmoid(self.decoder(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images from the prior; pass a seeded CPU `generator` for the same images every call."""
+        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
+
+    def layer_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Dis_l(x): the discriminator's activations at the feature layer l."""
+        return self.discriminator.features(x)[self.feature_index]
+
+    @torch.no_grad()
+    def anomaly_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image anomaly scores, higher = more anomalous:
+        `recon_error`: squared pixel error of the reconstruction from the posterior mean, summed over
+        pixels (the VAE's definition, so the two families compare);
+        `feature_recon_error`: ||Dis_l(x) - Dis_l(x̃)||² / 2 summed over the layer's units, the paper's
+        learned similarity metric;
+        `disc_nll`: -log Dis(x), how fake the discriminator finds the image."""
+        recon = self.reconstruct(x)
+        feats = self.discriminator.features(torch.cat([x, recon]))
+        real_feats, recon_feats = feats[self.feature_index].chunk(2)
+        return {
+            "recon_error": (recon - x).pow(2).flatten(1).sum(1),
+            "feature_recon_error": 0.5 * (recon_feats - real_feats).pow(2).flatten(1).sum(1),
+            "disc_nll": F.softplus(-feats[-1][: len(x)].flatten()),
+        }
+
+    # -- training ----------------------------------------------------------------------------------
+    def gates(self, real_cost: float, fake_cost: float) -> tuple[bool, bool]:
+        """(update the decoder, update the discriminator) from the discriminator's cross-entropy on real
+        (-log D(x)) and generated (-log(1 - D(x̃))) images. Not in the paper: this equilibrium rule comes
+        from the authors' released code (andersbll/autoencoding_beyond_pixels, model/aegan.py, margin=0.4,
+        equilibrium=0.68 ≈ ln 2, the cost at D = 1/2): the discriminator pauses while either cost is below
+        equilibrium - margin (it is winning too easily), the decoder pauses while either is above
+        equilibrium + margin (the discriminator is too weak to teach it); never both at once."""
+        margin = self.hparams.margin
+        if margin is None:
+            return True, True
+        low, high = self.hparams.equilibrium - margin, self.hparams.equilibrium + margin
+        update_disc = not (real_cost < low or fake_cost < low)
+        update_dec = not (real_cost > high or fake_cost > high)
+        if not (update_dec or update_disc):
+            return True, True
+        return update_dec, update_disc
+
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        opt_enc, opt_dec, opt_disc = self.optimizers()
+        x = batch[0]
+        n = len(x)
+        mu, logvar = self.encode(x)
+        x_recon = self.decode(mu + torch.randn_like(mu) * (0.5 * logvar).exp())
+        x_prior = self.decode(torch.randn_like(mu))
+        # One discriminator pass over real, reconstructed and prior images, so batch-norm statistics are
+        # shared and Dis_l(x) and Dis_l(x̃) are measured on the same scale.
+        feats = self.discriminator.features(torch.cat([x, x_recon, x_prior]))
+        layer = feats[self.feature_index]
+        logits = feats[-1].flatten()
+        loss_kl = kl_standard_normal(mu, logvar)
+        # Dis_l(x) is the target; the discriminator is not trained by L_llike (Algorithm 1).
+        loss_feature_recon = feature_nll(layer[n : 2 * n], layer[:n].detach()).mean()
+        loss_gan_g = self.g_loss_fn(logits[n:])  # the decoder's side of L_GAN on x̃ and Dec(z_p)
+        real_cost = F.softplus(-logits[:n]).mean().item()
+        fake_cost = F.softplus(logits[n:]).mean().item()
+        update_dec, update_disc = self.gates(real_cost, fake_cost)
+
+        enc_params = list(self.encoder.parameters())
+        dec_params = list(self.decoder.parameters())
+        opt_enc.zero_grad(set_to_none=True)
+        opt_dec.zero_grad(set_to_none=True)
+        # `inputs=` keeps each loss's gradient on its own network: L_GAN never reaches the encoder.
+        self.manual_backward(
+            self.hparams.kl_weight * loss_kl + loss_feature_recon, inputs=enc_params, retain_graph=True
+        )
+        if update_dec:
+            self.manual_backward(self.hparams.gamma * loss_feature_recon + loss_gan_g, inputs=dec_params)
+        opt_enc.step()
+        if update_dec:
+            opt_dec.step()
+
+        # Discriminator: L_GAN on real vs. reconstructed and prior images (both fakes, as in eq. 9).
+        fakes = torch.cat([x_recon, x_prior]).detach()
+        d_logits = self.discriminator(torch.cat([x, fakes])).flatten()
+        loss_gan_d = self.d_loss_fn(d_logits[:n], d_logits[n:])
+        if update_disc:
+            opt_disc.zero_grad(set_to_none=True)
+            self.manual_backward(loss_gan_d)
+            opt_disc.step()
+
+        losses = {
+            "loss_kl": loss_kl.detach(),
+            "loss_feature_recon": loss_feature_recon.detach(),
+            "loss_gan_g": loss_gan_g.detach(),
+            "loss_gan_d": loss_gan_d.detach(),
+        }
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True, on_epoch=True, batch_size=n)
+        self.log_dict(
+            {"train/dec_updated": float(update_dec), "train/disc_updated": float(update_disc)},
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+        )
+        return losses
+
+    def _eval_step(self, batch, stage: str) -> None:
+        x = batch[0]
+        mu, logvar = self.encode(x)
+        recon = self.decode(mu)
+        feats = self.layer_features(torch.cat([x, recon]))
+        real_feats, recon_feats = feats.chunk(2)
+        recon_mse = F.mse_loss(recon, x)
+        metrics = {
+            "loss_kl": kl_standard_normal(mu, logvar),
+            "loss_feature_recon": feature_nll(recon_feats, real_feats).mean(),
+            "recon_mse": recon_mse,
+            # The feature-space loss moves with the discriminator, so it cannot rank checkpoints from
+            # different epochs; pixel reconstruction error can.
+            "loss": recon_mse,
+        }
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, on_epoch=True, batch_size=len(x))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        nets = {"enc": self.encoder, "dec": self.decoder, "disc": self.discriminator}
+        return [
+            self.make_optimizer(net.parameters(), self.optimizer_factories[key], f"optimizer_{key}")
+            for key, net in nets.items()
+        ]
