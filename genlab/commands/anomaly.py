@@ -1,0 +1,173 @@
+"""Anomaly detection: train on normal classes (or load ckpt=...), score held-out ones; AUROC/AUPRC + plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from genlab.commands._runner import run_command
+from genlab.errors import CheckpointError, ConfigError
+
+CLASS_KEYS = ("normal_classes", "anomaly_classes")
+
+
+def user_data_overrides() -> list[str]:
+    """The `data.<key>` names the user set on the command line (read from Hydra's record of them)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    keys = []
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "data":
+            raise ConfigError(
+                f"{override!r} picks a dataset, but with ckpt=... the data is the checkpoint's. Change one "
+                "keys instead (e.g. data.root=/path data.anomaly_classes=[9]) or drop ckpt to train anew."
+            )
+        if key.startswith("data."):
+            keys.append(key.removeprefix("data.").split(".", 1)[0])
+    return keys
+
+
+def checkpoint_data_config(cfg, model) -> tuple[dict[str, Any], bool]:
+    """The checkpoint's data config with the user's `data.<key>=` overrides applied, and whether the model
+    was trained on every class (so the held-out classes were seen in training)."""
+    from omegaconf import OmegaConf
+
+    stored = (model.run_config or {}).get("data")
+    if not stored:
+        raise CheckpointError(
+            f"ckpt={cfg.ckpt!r} holds no run config with a data section to rebuild the test set."
+        )
+    data_config = dict(stored)
+    trained_on_all = all(data_config.get(k) is None for k in CLASS_KEYS)
+    given = user_data_overrides()
+    if any(k in given for k in CLASS_KEYS):
+        data_config.update({k: None for k in CLASS_KEYS})  # the user's choice replaces the stored one
+    resolved = OmegaConf.to_container(cfg.data, resolve=True)
+    data_config.update({k: resolved[k] for k in given if k in resolved})
+    return data_config, trained_on_all
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name!r} is not a valid choice. Valid choices: auto, cpu, cuda.")
+    return torch.device(name)
+
+
+def train_normal_model(cfg) -> tuple[Any, dict]:
+    """Train on the normal classes with genlab train's own machinery; the model and its metrics.json."""
+    from genlab.commands.train import train
+    from genlab.models import load_model
+
+    if all(cfg.data.get(k) is None for k in CLASS_KEYS):
+        raise ConfigError(
+            "genlab anomaly needs held-out classes: give data.anomaly_classes=[...] (e.g. [9]) or "
+            "data.normal_classes=[...], or score a trained model with ckpt=<run>/checkpoints/last.ckpt."
+        )
+    train(cfg)
+    payload = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    last = (payload.get("checkpoints") or {}).get("last")
+    if not last or not Path(last).is_file():
+        raise ConfigError(
+            "training wrote no checkpoint to score: keep the model_checkpoint callback (callbacks=default)."
+        )
+    return load_model(last), payload
+
+
+def anomaly(cfg) -> float:
+    """Score the test set; returns the AUROC of the first score."""
+    import pytorch_lightning as pl
+    import torch
+
+    from genlab.anomaly import detection_metrics, plot_score_histograms, plot_top_anomalies, score_dataset
+    from genlab.commands.train import write_metrics
+    from genlab.data import datamodule_from_config
+    from genlab.models import load_model
+
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.ckpt:
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
+        model = load_model(cfg.ckpt)
+        data_config, trained_on_all = checkpoint_data_config(cfg, model)
+        payload: dict[str, Any] = {"metrics": {}, "family": model.family, "checkpoint": str(cfg.ckpt)}
+    else:
+        model, payload = train_normal_model(cfg)
+        data_config, trained_on_all = model.run_config["data"], False
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # -ELBO draws latents: same scores every run
+
+    if not callable(getattr(model, "anomaly_scores", None)):
+        raise ConfigError(
+            f"the {model.family} family has no anomaly_scores(x); it cannot score anomalies yet."
+        )
+    datamodule = datamodule_from_config(data_config)
+    datamodule.setup("test")
+    held_out = datamodule.held_out_class_ids()
+    if held_out is None:
+        raise ConfigError(
+            "no held-out classes: the checkpoint was trained on every class. Name the anomalies with "
+            "data.anomaly_classes=[...] (or data.normal_classes=[...])."
+        )
+    device = pick_device(cfg.device)
+    model = model.to(device).eval()
+    scored = score_dataset(model.anomaly_scores, datamodule.test_dataloader(), held_out, device)
+    if len(scored.is_anomaly.unique()) < 2:
+        raise ConfigError(f"the test split holds no item of both the normal and held-out classes {held_out}.")
+    metrics = detection_metrics(scored)
+    rank_by = cfg.rank_by or next(iter(scored.scores))
+    if rank_by not in scored.scores:
+        raise ConfigError(
+            f"rank_by={rank_by!r} is not a score of {model.family}. Valid: {', '.join(scored.scores)}."
+        )
+
+    plots = {
+        "histogram": plot_score_histograms(scored, metrics, output_dir / "anomaly_scores_hist.png"),
+        "top_k": plot_top_anomalies(
+            scored, datamodule.test_set, rank_by, int(cfg.top_k), output_dir / "top_anomalies.png"
+        ),
+    }
+    payload["metrics"] = {**payload["metrics"], **metrics}
+    payload.setdefault("data", datamodule.describe())
+    payload["anomaly"] = {
+        "normal_classes": datamodule.normal_class_ids(),
+        "anomaly_classes": held_out,
+        "n_normal": int((~scored.is_anomaly).sum()),
+        "n_anomalous": int(scored.is_anomaly.sum()),
+        "scores": list(scored.scores),
+        "ranked_by": rank_by,
+        # True when scoring a model that saw the "anomalous" classes during training
+        "model_saw_held_out_classes": trained_on_all,
+        "plots": {k: str(v) for k, v in plots.items()},
+    }
+    write_metrics(output_dir / "metrics.json", payload)
+    print_table(model.family, payload["anomaly"], metrics, output_dir)
+    return metrics[f"test/auroc/{next(iter(scored.scores))}"]
+
+
+def print_table(family: str, info: dict, metrics: dict[str, float], output_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    held = ", ".join(str(c) for c in info["anomaly_classes"])
+    table = Table(
+        title=f"{family}: held-out classes {held} vs normal ({info['n_anomalous']} / {info['n_normal']})"
+    )
+    table.add_column("score")
+    table.add_column("AUROC", justify="right")
+    table.add_column("AUPRC", justify="right")
+    for name in info["scores"]:
+        table.add_row(name, f"{metrics[f'test/auroc/{name}']:.4f}", f"{metrics[f'test/auprc/{name}']:.4f}")
+    console = Console()
+    console.print(table)
+    if info["model_saw_held_out_classes"]:
+        console.print("[yellow]note: this model was trained on every class, held-out ones included.[/]")
+    console.print(f"metrics.json, anomaly_scores_hist.png and top_anomalies.png in {output_dir}")
+
+
+def main(overrides: list[str]) -> None:
+    run_command("anomaly", anomaly, overrides)
