@@ -67,8 +67,8 @@ class VAEGAN(GenerativeModel):
             raise ConfigError(f"model.kl_weight={kl_weight!r} must be >= 0 (1 is the paper's prior loss).")
         if margin is not None and gan_loss != "ns":
             raise ConfigError(
-                f"model.margin={margin!r} gates on the discriminator's cross-entropy, which only the 'ns' GAN loss "
-                f"has; use model.gan_loss=ns or model.margin=null (gan_loss is {gan_loss!r})."
+                f"model.margin={margin!r} gates on the discriminator's cross-entropy, which only the 'ns' "
+                f"GAN loss has; use model.gan_loss=ns or model.margin=null (gan_loss is {gan_loss!r})."
             )
         if margin is not None and margin <= 0:
             raise ConfigError(

@@ -1,0 +1,106 @@
+"""Walk the latent space between pairs of test images (or prior samples): PNG grid and GIF, a row per pair."""
+
+from __future__ import annotations
+
+import torch
+
+from genlab.commands._checkpoint import data_split, load_checkpoint_model, output_dir, report
+from genlab.commands._runner import run_command
+from genlab.errors import ConfigError, bad_choice
+from genlab.latent import PATHS, interpolation_path
+
+
+def pick_pairs(dataset, pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pairs` (start, end) images from `dataset`, drawn at random (fixed by `seed`); each end image has
+    another class than its start where the data allows, so every row morphs one class into another."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    if len(order) < 2 * pairs:
+        raise ConfigError(f"pairs={pairs} needs {2 * pairs} images but the split holds only {len(order)}.")
+    starts, ends, used = [], [], set()
+    for index in order:
+        if len(starts) == pairs:
+            break
+        if index in used:
+            continue
+        used.add(index)
+        label = int(dataset[index][1])
+        partner = next((j for j in order if j not in used and int(dataset[j][1]) != label), None)
+        if partner is None:  # a single class left: any other image will do
+            partner = next(j for j in order if j not in used)
+        used.add(partner)
+        starts.append(dataset[index][0])
+        ends.append(dataset[partner][0])
+    return torch.stack(starts), torch.stack(ends)
+
+
+def save_gif(frames: list[torch.Tensor], path, seconds: float, scale: int) -> None:
+    """Frames (C, H, W) in [0, 1] as a looping GIF that plays forward then back, enlarged `scale` times."""
+    from PIL import Image
+
+    images = []
+    for frame in frames + frames[-2:0:-1]:
+        frame = frame.clamp(0, 1).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        array = (frame * 255).round().byte().permute(1, 2, 0).numpy()
+        images.append(Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array))
+    duration_ms = max(20, round(1000 * seconds / len(images)))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+
+
+@torch.no_grad()
+def interpolate(cfg) -> None:
+    import math
+
+    from torchvision.utils import make_grid
+
+    from genlab.callbacks.samples import save_grid
+
+    if not isinstance(cfg.pairs, int) or cfg.pairs < 1:
+        raise ConfigError(f"pairs={cfg.pairs!r} must be a positive number of rows.")
+    if not isinstance(cfg.steps, int) or cfg.steps < 2:
+        raise ConfigError(f"steps={cfg.steps!r} must be at least 2 (the two endpoints), e.g. steps=10.")
+    methods = [cfg.paths_between] if isinstance(cfg.paths_between, str) else list(cfg.paths_between)
+    for method in methods:
+        if method not in PATHS:
+            raise bad_choice("paths_between", method, PATHS)
+    model, device = load_checkpoint_model(cfg)
+    out = output_dir(cfg)
+
+    if getattr(model, "has_encoder", False):
+        starts, ends = pick_pairs(data_split(model, cfg.split, cfg.get("data_root")), cfg.pairs, cfg.seed)
+        z_start, z_end = (
+            model.encode(starts.to(device))[0],
+            model.encode(ends.to(device))[0],
+        )  # posterior means
+        ends_shown = (starts, ends) if cfg.show_originals else None
+    else:  # no encoder (e.g. a GAN): walk between draws from the prior N(0, I)
+        generator = torch.Generator().manual_seed(int(cfg.seed))
+        z_start = torch.randn(cfg.pairs, model.latent_dim, generator=generator).to(device)
+        z_end = torch.randn(cfg.pairs, model.latent_dim, generator=generator).to(device)
+        ends_shown = None
+
+    written = []
+    for method in methods:
+        path = interpolation_path(z_start, z_end, cfg.steps, method)  # (pairs, steps, D)
+        images = model.decode(path.flatten(0, 1)).cpu()
+        images = images.unflatten(0, (cfg.pairs, cfg.steps))  # (pairs, steps, C, H, W)
+        if images.dim() != 5:
+            raise ConfigError(
+                f"interpolate draws image grids, but the {model.family!r} model decodes to points."
+            )
+        rows = images
+        if ends_shown is not None:  # the real images at both ends of each row
+            rows = torch.cat([ends_shown[0][:, None], images, ends_shown[1][:, None]], dim=1)
+        written.append(save_grid(rows.flatten(0, 1), out / f"interpolation_{method}.png", nrow=rows.shape[1]))
+        tiles_per_row = math.ceil(math.sqrt(cfg.pairs))
+        frames = [
+            make_grid(images[:, t], nrow=tiles_per_row, padding=2, pad_value=1.0) for t in range(cfg.steps)
+        ]
+        scale = max(1, 64 // images.shape[-1])
+        gif = out / f"interpolation_{method}.gif"
+        save_gif(frames, gif, cfg.gif_seconds, scale)
+        written.append(gif)
+    report(written)
+
+
+def main(overrides: list[str]) -> None:
+    run_command("interpolate", interpolate, overrides)

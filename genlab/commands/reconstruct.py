@@ -1,0 +1,38 @@
+"""Reconstruct test images with an encoder family: a PNG grid of originals above their reconstructions."""
+
+from __future__ import annotations
+
+import torch
+
+from genlab.commands._checkpoint import (
+    data_split,
+    load_checkpoint_model,
+    output_dir,
+    pick_images,
+    report,
+    require_encoder,
+)
+from genlab.commands._runner import run_command
+from genlab.errors import ConfigError
+
+
+@torch.no_grad()
+def reconstruct(cfg) -> None:
+    from genlab.callbacks.samples import originals_over_reconstructions, save_grid
+
+    if not isinstance(cfg.per_row, int) or cfg.per_row < 1:
+        raise ConfigError(f"per_row={cfg.per_row!r} must be a positive number of images per row.")
+    model, device = load_checkpoint_model(cfg)
+    require_encoder(model, "reconstruct")
+    x, _ = pick_images(data_split(model, cfg.split, cfg.get("data_root")), cfg.n, cfg.seed)
+    recon = model.reconstruct(x.to(device)).cpu()
+    out = output_dir(cfg)
+    grid = originals_over_reconstructions(x, recon, per_row=cfg.per_row)
+    path = save_grid(grid, out / "reconstructions.png", nrow=cfg.per_row)
+    mse = torch.nn.functional.mse_loss(recon, x).item()
+    print(f"pixel MSE of these {len(x)} reconstructions: {mse:.5f}")
+    report([path])
+
+
+def main(overrides: list[str]) -> None:
+    run_command("reconstruct", reconstruct, overrides)
