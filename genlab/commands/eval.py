@@ -1,0 +1,100 @@
+"""Score a checkpoint: FID, KID, IS, precision/recall, reconstruction error -> metrics.json + protocol."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from genlab.commands._runner import run_command
+from genlab.errors import CheckpointError
+
+
+def settings_from_config(metrics_cfg, **changes):
+    """EvalSettings from the `metrics` config section (unknown keys belong to the backbone)."""
+    from dataclasses import fields
+
+    from genlab.metrics.evaluate import EvalSettings
+
+    names = {f.name for f in fields(EvalSettings)}
+    values = {k: v for k, v in metrics_cfg.items() if k in names}
+    return EvalSettings(**{**values, **changes})
+
+
+def print_table(result, console=None) -> None:
+    """The metrics and the protocol as a rich table on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="genlab eval", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.scalars().items():
+        table.add_row(
+            name, "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+        )
+    console.print(table)
+    p = result.protocol
+    console.print(
+        f"backbone={p.backbone} ({p.feature_dim}-d, {p.weights_source}, sha256 {p.weights_sha256[:12]}…) "
+        f"data={p.dataset} {p.image_size}px reference={p.reference_split} "
+        f"n_real={p.n_real} n_fake={p.n_fake} "
+        f"seed={p.seed} reference_cache={p.reference_cache}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"{key}: {note}")
+
+
+def evaluate(cfg) -> dict:
+    import torch
+    from omegaconf import OmegaConf
+
+    from genlab.data import datamodule_from_config
+    from genlab.metrics.backbone import build_backbone
+    from genlab.metrics.evaluate import evaluate_model
+    from genlab.models import load_model
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    start = time.perf_counter()
+    model = load_model(cfg.ckpt)
+    run_config = model.run_config or {}
+    if "data" not in run_config:
+        raise CheckpointError(
+            f"ckpt={cfg.ckpt!r} holds no data config, so genlab cannot rebuild its dataset."
+        )
+    overrides = {
+        k: v for k, v in OmegaConf.to_container(cfg.get("data") or {}, resolve=True).items() if v is not None
+    }
+    datamodule = datamodule_from_config(run_config["data"], **overrides)
+    backbone = build_backbone(cfg.metrics, datamodule, cfg.paths.cache_dir)
+    result = evaluate_model(
+        model, datamodule, backbone, settings_from_config(cfg.metrics), cfg.paths.cache_dir
+    )
+
+    payload = result.to_dict()
+    payload["metrics"] = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in payload["metrics"].items()
+    }
+    payload.update(
+        {
+            "protocol": payload["details"].pop("protocol"),
+            "notes": payload["details"].pop("notes"),
+            "checkpoint": str(Path(str(cfg.ckpt)).expanduser().resolve()),
+            "family": model.family,
+            "data": datamodule.describe(),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    )
+    output = Path(cfg.paths.output_dir) / "metrics.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print_table(result)
+    print(f"metrics written to {output}")
+    return payload
+
+
+def main(overrides: list[str]) -> None:
+    run_command("eval", evaluate, overrides)

@@ -1,0 +1,219 @@
+"""A LeNet-size domain classifier (LeCun et al. 1998) trained by genlab on a dataset's labelled training
+split: its penultimate features give a domain FID/KID, its logits a domain Inception Score and class
+coverage. Cached under `<paths.cache_dir>/classifiers/`, keyed by dataset, image size and channels."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.errors import ConfigError, DataError
+
+
+class LeNet(nn.Module):
+    """Two conv blocks and two dense layers; `features` is the penultimate (feature_dim-wide) layer."""
+
+    def __init__(self, channels: int, num_classes: int, feature_dim: int = 128, width: int = 32) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4),  # any image size >= 4 gives the same dense layers
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, feature_dim),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """The same convention as the Inception backbone: uint8 [0, 255] or float [0, 1] in, float [0, 1] out."""
+    return images.float().div(255) if images.dtype == torch.uint8 else images.float().clamp(0, 1)
+
+
+class ClassifierFeatures(nn.Module):
+    """A torchmetrics custom feature extractor from a trained LeNet: penultimate features, or logits
+    with `output="logits"` (for InceptionScore)."""
+
+    def __init__(self, net: LeNet, info: ClassifierInfo, path: Path, output: str = "features") -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.info = info
+        self.weights_path = path
+        self.output = output
+        self.num_features = info.num_classes if output == "logits" else info.feature_dim
+
+    def train(self, mode: bool = True) -> ClassifierFeatures:
+        return super().train(False)
+
+    def with_output(self, output: str) -> ClassifierFeatures:
+        return ClassifierFeatures(self.net, self.info, self.weights_path, output)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_unit_float(images)
+        return self.net(x) if self.output == "logits" else self.net.features(x)
+
+
+@dataclass
+class ClassifierInfo:
+    """What is stored next to the weights: how the classifier was trained and how good it is."""
+
+    dataset: str
+    image_size: int
+    channels: int
+    num_classes: int
+    feature_dim: int
+    width: int
+    epochs: int
+    seed: int
+    train_images: int
+    test_accuracy: float
+    seconds: float
+
+
+def classifier_path(cache_dir: str | Path, dataset: str, image_size: int, channels: int) -> Path:
+    return Path(str(cache_dir)).expanduser() / "classifiers" / f"{dataset}_{image_size}px_{channels}ch.pt"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_labelled_images(datamodule) -> None:
+    if getattr(datamodule, "kind", "image") != "image":
+        raise ConfigError(
+            f"data={datamodule.name!r} holds 2-D points, not images: the classifier backbone needs labelled "
+            "images. Mixtures are scored with mode coverage instead."
+        )
+    if not datamodule.num_classes:
+        raise DataError(
+            f"data={datamodule.name!r} has no class labels, so genlab cannot train a domain classifier "
+            "on it. "
+            "Use metrics.backbone=inception."
+        )
+
+
+@torch.no_grad()
+def accuracy(net: LeNet, loader) -> float:
+    net.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += int((net(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+def train_classifier(
+    datamodule,
+    cache_dir: str | Path,
+    epochs: int = 3,
+    lr: float = 2e-3,
+    seed: int = 0,
+    feature_dim: int = 128,
+    width: int = 32,
+    log=print,
+) -> Path:
+    """Train the LeNet on the labelled training split, measure test accuracy, save into the cache."""
+    check_labelled_images(datamodule)
+    if epochs < 1:
+        raise ConfigError(f"epochs={epochs!r} must be a positive integer.")
+    # inside a run (periodic eval) training must neither move the run's RNG nor inherit its no-grad mode
+    with torch.random.fork_rng(), torch.inference_mode(False), torch.enable_grad():
+        return _train_classifier(datamodule, cache_dir, epochs, lr, seed, feature_dim, width, log)
+
+
+def _train_classifier(datamodule, cache_dir, epochs, lr, seed, feature_dim, width, log) -> Path:
+    torch.manual_seed(seed)
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    net = LeNet(datamodule.channels, datamodule.num_classes, feature_dim, width)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    start = time.perf_counter()
+    loader = datamodule.train_dataloader()
+    for epoch in range(epochs):
+        net.train()
+        for x, y in loader:
+            # small shifts make the features robust to the slight misalignment of generated digits
+            shift = torch.randint(-1, 2, (2,)).tolist()
+            x = torch.roll(x, shifts=shift, dims=(2, 3))
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        log(f"classifier epoch {epoch + 1}/{epochs}: train loss {loss.item():.4f}")
+    test_accuracy = accuracy(net, datamodule.test_dataloader())
+    info = ClassifierInfo(
+        dataset=datamodule.name,
+        image_size=datamodule.image_size,
+        channels=datamodule.channels,
+        num_classes=datamodule.num_classes,
+        feature_dim=feature_dim,
+        width=width,
+        epochs=epochs,
+        seed=seed,
+        train_images=len(datamodule.train_set),
+        test_accuracy=round(test_accuracy, 5),
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    path = classifier_path(cache_dir, datamodule.name, datamodule.image_size, datamodule.channels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": net.state_dict(), "info": asdict(info)}, tmp)
+    tmp.replace(path)  # atomic: a parallel evaluation never reads half a file
+    log(
+        f"classifier for {info.dataset} ({info.image_size}px): test accuracy {test_accuracy:.4f}, "
+        f"saved to {path}"
+    )
+    return path
+
+
+def load_classifier(path: str | Path) -> ClassifierFeatures:
+    stored = torch.load(path, map_location="cpu", weights_only=False)
+    info = ClassifierInfo(**stored["info"])
+    net = LeNet(info.channels, info.num_classes, info.feature_dim, info.width)
+    net.load_state_dict(stored["state_dict"])
+    return ClassifierFeatures(net, info, Path(path))
+
+
+def resolve_classifier(
+    datamodule, cache_dir: str | Path, train_if_missing: bool = True, epochs: int = 3, log=print
+) -> tuple[ClassifierFeatures, bool]:
+    """The cached classifier for this dataset and size; trained now (and said so) when missing and
+    `train_if_missing`, else a ConfigError giving the command. Returns (backbone, trained_now)."""
+    check_labelled_images(datamodule)
+    path = classifier_path(cache_dir, datamodule.name, datamodule.image_size, datamodule.channels)
+    if path.is_file():
+        return load_classifier(path), False
+    if not train_if_missing:
+        raise ConfigError(
+            f"no domain classifier for data={datamodule.name} at {datamodule.image_size}px in {path.parent}. "
+            f"Train it once with `genlab train-classifier data={datamodule.name} "
+            f"data.image_size={datamodule.image_size}` (same paths.cache_dir), or set "
+            "metrics.train_classifier_if_missing=true."
+        )
+    log(
+        f"no cached domain classifier for {datamodule.name} at {datamodule.image_size}px: training one now "
+        f"({epochs} epochs; `genlab train-classifier` does this ahead of time)"
+    )
+    return load_classifier(train_classifier(datamodule, cache_dir, epochs=epochs, log=log)), True
