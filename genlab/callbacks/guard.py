@@ -14,7 +14,9 @@ class DivergenceGuard(Callback):
     device sync per step, far cheaper than `detect_anomaly`). On a NaN/inf it raises DivergenceError,
     which ends fit() with no further checkpoint: the last one written stays the last good one."""
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
+    ):
         losses = outputs if isinstance(outputs, dict) else {"loss": outputs}
         tensors = {k: v.detach() for k, v in losses.items() if isinstance(v, torch.Tensor)}
         if not tensors:
@@ -24,8 +26,10 @@ class DivergenceGuard(Callback):
         name, value = next((k, v) for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         kept = f"The last good checkpoint is {last}." if last else "No checkpoint had been written yet."
+        # manual optimization (GANs) clips inside the model; Lightning rejects trainer.gradient_clip_val there
+        clip = "trainer.gradient_clip_val=1.0" if pl_module.automatic_optimization else "model.grad_clip=1.0"
         raise DivergenceError(
-            f"training diverged: loss '{name}' became {value.float().sum().item()} at step {trainer.global_step} "
-            f"(epoch {trainer.current_epoch}, batch {batch_idx}). Training stopped; {kept} Try a lower learning "
-            "rate, gradient clipping (trainer.gradient_clip_val=1.0) or another GAN loss."
+            f"training diverged: loss '{name}' became {value.float().sum().item()} at step "
+            f"{trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx}). Training stopped; "
+            f"{kept} Try a lower learning rate, gradient clipping ({clip}) or another GAN loss."
         )
