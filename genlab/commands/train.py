@@ -42,7 +42,11 @@ def scalar_metrics(metrics: dict) -> dict[str, float]:
     out = {}
     for key, value in metrics.items():
         key = key.removesuffix("_epoch")
-        if key.startswith(("val/", "test/")) and not key.endswith("_step") and getattr(value, "numel", lambda: 1)() == 1:
+        if (
+            key.startswith(("val/", "test/"))
+            and not key.endswith("_step")
+            and getattr(value, "numel", lambda: 1)() == 1
+        ):
             out[key] = float(value)
     return dict(sorted(out.items()))
 
@@ -61,8 +65,10 @@ def train(cfg) -> float | None:
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
+    from pytorch_lightning.utilities import rank_zero_only
 
-    from genlab import __version__
+    from genlab import __version__, distributed
+    from genlab.commands._runner import is_multirun
 
     check_learning_rates(cfg.model)
     ckpt_path = cfg.get("ckpt_path")
@@ -71,6 +77,10 @@ def train(cfg) -> float | None:
             f"ckpt_path={ckpt_path!r} does not exist. To resume, give a checkpoint of an earlier run, "
             "e.g. ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt."
         )
+    if cfg.get("print_config") and rank_zero_only.rank == 0:
+        from genlab.console import print_config_tree
+
+        print_config_tree(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -80,14 +90,23 @@ def train(cfg) -> float | None:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     model.run_config = container
+    callbacks = [*instantiate_group(cfg.get("callbacks")), distributed.DistributedHygiene(cfg.get("threads"))]
     trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
+        cfg.trainer, callbacks=callbacks, logger=instantiate_group(cfg.get("logger")) or False
     )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None)
-    metrics = dict(trainer.callback_metrics)
-    if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, verbose=False)
-        metrics.update(trainer.callback_metrics)
+    if is_multirun() and distributed.spawns_by_rerunning_command(trainer):
+        distributed.refuse_rerun_in_multirun(trainer)
+    try:
+        with distributed.child_process_argv(trainer):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None)
+            metrics = dict(trainer.callback_metrics)
+            if cfg.get("test", True):
+                trainer.test(model, datamodule=datamodule, verbose=False)
+                metrics.update(trainer.callback_metrics)
+    except BaseException:
+        distributed.destroy_process_group(barrier=False)
+        raise
+    distributed.destroy_process_group()
 
     values = scalar_metrics(metrics)
     if trainer.is_global_zero:
@@ -105,13 +124,20 @@ def train(cfg) -> float | None:
                     "last": ckpt.last_model_path if ckpt else None,
                     "best": ckpt.best_model_path if ckpt else None,
                 },
+                "world_size": trainer.world_size,
                 "genlab_version": __version__,
                 "config_hash": config_hash(container),
                 "config": container,
             },
         )
     metric = cfg.get("optimized_metric")
-    return values.get(metric) if metric else None
+    if not metric:
+        return None
+    if metric not in values:
+        raise ConfigError(
+            f"optimized_metric={metric!r} was not logged by this run. Logged metrics: {', '.join(values) or 'none'}."
+        )
+    return values[metric]
 
 
 def main(overrides: list[str]) -> None:

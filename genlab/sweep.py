@@ -1,0 +1,325 @@
+"""Hydra multirun support: a summary of every job written as jobs finish, failed jobs recorded instead of
+ending the sweep, job folders numbered on from earlier invocations of a resumable sweep, and a check
+that every job of a command-line sweep composes before the first one starts."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.errors import ConfigError, GenlabError
+
+SUMMARY_CSV = "sweep_summary.csv"
+SUMMARY_JSON = "sweep_summary.json"
+JOB_STATUS = "job_status.json"  # one per job folder; the summary is rebuilt from these
+OFFSET_ENV = "GENLAB_JOB_OFFSET"
+
+
+class SweepFailed(GenlabError):
+    """Some jobs of a sweep failed (the others completed and are in the summary)."""
+
+    exit_code = 1
+
+
+# --- job numbering -------------------------------------------------------------------------------------
+
+
+def _job_number(num: Any) -> int:
+    """`hydra.job.num` shifted past the job folders an earlier invocation left in the same sweep folder
+    (a resumed Optuna study adds trials 3, 4, 5 next to 0, 1, 2 instead of overwriting them)."""
+    return int(num) + int(os.environ.get(OFFSET_ENV, "0"))
+
+
+OmegaConf.register_new_resolver("genlab_job_number", _job_number, replace=True)
+
+
+def next_job_number(sweep_dir: Path) -> int:
+    """One past the highest numbered job folder in `sweep_dir` (0 for a new sweep)."""
+    if not sweep_dir.is_dir():
+        return 0
+    numbers = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(numbers, default=-1) + 1
+
+
+# --- failures raised inside a job ---------------------------------------------------------------------
+
+_job_error: str | None = None
+
+
+def record_job_error(message: str) -> None:
+    """Called by the job wrapper when the task raised: the job then returns None (Optuna counts it as a
+    failed trial, Hydra's basic sweeper goes on) and `on_job_end` records the message."""
+    global _job_error
+    _job_error = message
+
+
+def take_job_error() -> str | None:
+    global _job_error
+    message, _job_error = _job_error, None
+    return message
+
+
+# --- the summary ---------------------------------------------------------------------------------------
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+@contextmanager
+def _locked(sweep_dir: Path):
+    """Serialise summary rewrites between jobs running in parallel (joblib, submitit)."""
+    with open(sweep_dir / ".sweep_summary.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sweep_dir.glob(f"*/{JOB_STATUS}"):
+        try:
+            rows.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue  # being written right now; the next rewrite picks it up
+    return sorted(rows, key=lambda row: row["job"])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Rebuild sweep_summary.csv and .json from every job folder's job_status.json; returns the rows."""
+    with _locked(sweep_dir):
+        rows = read_job_rows(sweep_dir)
+        payload = {
+            "sweep_dir": str(sweep_dir.resolve()),
+            "jobs": len(rows),
+            "completed": sum(r["status"] == "completed" for r in rows),
+            "failed": sum(r["status"] == "failed" for r in rows),
+            "rows": rows,
+        }
+        _atomic_write(sweep_dir / SUMMARY_JSON, json.dumps(payload, indent=2, default=str) + "\n")
+
+        override_keys = sorted({k for r in rows for k in r["params"]})
+        metric_keys = sorted({k for r in rows for k in r["metrics"]})
+        fields = [
+            "job",
+            "status",
+            "objective",
+            *override_keys,
+            *metric_keys,
+            "duration_s",
+            "overrides",
+            "error",
+            "run_dir",
+        ]
+        lines: list[dict[str, Any]] = []
+        for r in rows:
+            line = {
+                k: r.get(k)
+                for k in ("job", "status", "objective", "duration_s", "overrides", "error", "run_dir")
+            }
+            line.update({k: r["params"].get(k) for k in override_keys})
+            line.update({k: r["metrics"].get(k) for k in metric_keys})
+            lines.append(line)
+        tmp = sweep_dir / f".{SUMMARY_CSV}.{os.getpid()}.tmp"
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(lines)
+        os.replace(tmp, sweep_dir / SUMMARY_CSV)
+    return rows
+
+
+def job_row(config: DictConfig, status: str, objective: Any, error: str | None, duration_s: float | None):
+    """One job's row: its overrides (all, and the swept ones as columns), status, metrics and folder."""
+    run_dir = Path(config.hydra.runtime.output_dir)
+    overrides = list(config.hydra.overrides.task)
+    metrics: dict[str, Any] = {}
+    metrics_file = run_dir / "metrics.json"
+    if status == "completed" and metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text()).get("metrics", {})
+    try:
+        objective = _finite_or_none(float(objective)) if objective is not None else None
+    except (TypeError, ValueError):
+        objective = None
+    return {
+        "job": int(run_dir.name) if run_dir.name.isdigit() else int(config.hydra.job.num),
+        "status": status,
+        "objective": objective,
+        "optimized_metric": config.get("optimized_metric"),
+        "overrides": " ".join(overrides),
+        "params": dict(o.split("=", 1) for o in overrides if "=" in o),
+        "metrics": {k: _finite_or_none(v) for k, v in metrics.items()},
+        "error": error,
+        "duration_s": None if duration_s is None else round(duration_s, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "run_dir": str(run_dir.resolve()),
+    }
+
+
+class SweepSummary(Callback):
+    """Hydra callback (conf/hydra/default.yaml): after every job, its row goes into the job folder and the
+    sweep folder's sweep_summary.csv/.json are rebuilt, so a summary exists while the sweep still runs."""
+
+    failed_rows: list[dict[str, Any]] | None = None  # set at the end of a multirun, read by _runner
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # Optuna opens its SQLite study here before any job
+        os.environ[OFFSET_ENV] = str(next_job_number(sweep_dir))
+        SweepSummary.failed_rows = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started = time.monotonic()
+        take_job_error()  # a stale message from an earlier job in this process must not leak
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        error = take_job_error()
+        value = job_return._return_value
+        if job_return.status == JobStatus.FAILED:
+            error = error or f"{type(value).__name__}: {value}"
+        status = "failed" if error else "completed"
+        duration = time.monotonic() - self._started if self._started is not None else None
+        row = job_row(config, status, None if error else value, error, duration)
+        run_dir = Path(row["run_dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / JOB_STATUS).write_text(json.dumps(row, indent=2, default=str) + "\n")
+        write_summary(Path(str(config.hydra.sweep.dir)))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        rows = write_summary(sweep_dir)
+        first = int(os.environ.get(OFFSET_ENV, "0"))
+        SweepSummary.failed_rows = [r for r in rows if r["status"] == "failed" and r["job"] >= first]
+        print(
+            f"sweep summary: {sweep_dir / SUMMARY_CSV} ({len(rows)} jobs, "
+            f"{sum(r['status'] == 'failed' for r in rows)} failed)",
+            flush=True,
+        )
+
+
+def raise_if_jobs_failed(sweep_dir_hint: str = "") -> None:
+    """After a multirun: a SweepFailed (exit code 1) naming the failed jobs of this invocation, if any."""
+    failed = SweepSummary.failed_rows
+    SweepSummary.failed_rows = None
+    if not failed:
+        return
+    listed = "; ".join(f"job {r['job']} ({r['overrides']}): {r['error'].rstrip('.')}" for r in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    where = Path(failed[0]["run_dir"]).parent / SUMMARY_CSV
+    raise SweepFailed(
+        f"{len(failed)} job(s) of the sweep failed: {listed}{more}. The other jobs ran to the end; every job's "
+        f"status, error and metrics are in {where}."
+    )
+
+
+# --- checking a command-line sweep before it starts -------------------------------------------------------
+
+
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """The overrides of every job Hydra's basic sweeper would run for these command-line overrides."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _lr_keys(node: Any, prefix: str) -> list[str]:
+    if not isinstance(node, DictConfig):
+        return []
+    found = []
+    for key, value in node.items_ex(resolve=False):
+        path = f"{prefix}.{key}"
+        found += [path] if key == "lr" else _lr_keys(value, path)
+    return found
+
+
+def check_sweep_composes(
+    config_dir: Path, config_name: str, overrides: list[str], max_jobs: int = 200
+) -> None:
+    """Compose every job of a command-line sweep up front, so a key one family lacks (a VAE-GAN has
+    model.optimizer_enc/dec/disc, not model.optimizer) is one clear error before any job runs, not a
+    crash half-way through the sweep."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(o.startswith("hparams_search=") or o.startswith("hydra/sweeper=") for o in overrides):
+        return  # a sweeper plugin chooses the jobs itself
+    jobs = expand_sweep(overrides)
+    if len(jobs) > max_jobs:
+        return
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=config_name):
+        for job in jobs:
+            try:
+                cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
+                if "trainer" in cfg and reruns_command_for_ranks(
+                    cfg.trainer, cfg.hydra.launcher.get("_target_", "")
+                ):
+                    from genlab.distributed import RERUN_IN_MULTIRUN
+
+                    raise ConfigError(f"the sweep cannot run: {RERUN_IN_MULTIRUN}")
+            except (HydraException, OmegaConfBaseException) as exc:
+                reason = " ".join(str(exc).split()).split(" To append to your config")[0].rstrip(".")
+                hint = ""
+                model = [o.split("=", 1)[1] for o in job if o.startswith("model=")]
+                if model:
+                    family = compose(config_name=config_name, overrides=[f"model={model[0]}"]).model
+                    keys = _lr_keys(family, "model")
+                    hint = (
+                        f" model={model[0]} has these learning rates: {', '.join(keys)}." if keys else ""
+                    ) + (
+                        " Sweep families whose configs differ in separate commands, e.g. "
+                        f"`genlab train -m model={model[0]} {keys[0] if keys else 'model.<key>'}=1e-4,3e-4`."
+                    )
+                raise ConfigError(
+                    f"the sweep cannot run: the job with overrides `{' '.join(job)}` does not compose: {reason}.{hint}"
+                ) from None
+
+
+def reruns_command_for_ranks(trainer: DictConfig, launcher_target: str) -> bool:
+    """Whether this trainer config starts DDP ranks by re-running the command line (strategy ddp with
+    start_method popen, several devices, no SLURM launcher starting the ranks)."""
+    strategy = trainer.get("strategy")
+    devices = trainer.get("devices", 1)
+    several = (
+        devices in ("auto", -1, "-1")
+        or (isinstance(devices, int) and devices > 1)
+        or isinstance(devices, (list, str))
+        and len(str(devices).strip("[]").split(",")) > 1
+    )
+    several = several or int(trainer.get("num_nodes", 1) or 1) > 1
+    if isinstance(strategy, str):
+        popen = strategy.startswith("ddp") and "spawn" not in strategy and "fork" not in strategy
+    elif isinstance(strategy, DictConfig):
+        target = str(strategy.get("_target_", ""))
+        popen = target.endswith("DDPStrategy") and strategy.get("start_method", "popen") == "popen"
+    else:
+        popen = False
+    return popen and several and "Slurm" not in launcher_target
