@@ -47,10 +47,11 @@ def spawns_by_rerunning_command(trainer: pl.Trainer) -> bool:
 
 
 RERUN_IN_MULTIRUN = (
-    "trainer=ddp (strategy ddp with several devices) cannot run inside a multirun (-m): Lightning starts the "
-    "other ranks by re-running the command line, which would re-run the whole sweep. Use trainer=ddp_spawn for "
-    "sweeps on one machine (e.g. `genlab train -m trainer=ddp_spawn trainer.devices=2 "
-    "model.optimizer.lr=1e-4,3e-4`), or hydra/launcher=submitit_slurm, where SLURM starts one task per device."
+    "trainer=ddp (strategy ddp with several devices) cannot run inside a multirun (-m): Lightning starts "
+    "the other ranks by re-running the command line, which would re-run the whole sweep. Use "
+    "trainer=ddp_spawn for sweeps on one machine (e.g. `genlab train -m trainer=ddp_spawn trainer.devices=2 "
+    "model.optimizer.lr=1e-4,3e-4`), or hydra/launcher=submitit_slurm, where SLURM starts one task per "
+    "device."
 )
 
 

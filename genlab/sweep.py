@@ -233,8 +233,8 @@ def raise_if_jobs_failed(sweep_dir_hint: str = "") -> None:
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     where = Path(failed[0]["run_dir"]).parent / SUMMARY_CSV
     raise SweepFailed(
-        f"{len(failed)} job(s) of the sweep failed: {listed}{more}. The other jobs ran to the end; every job's "
-        f"status, error and metrics are in {where}."
+        f"{len(failed)} job(s) of the sweep failed: {listed}{more}. The other jobs ran to the end; "
+        f"every job's status, error and metrics are in {where}."
     )
 
 
@@ -299,7 +299,8 @@ def check_sweep_composes(
                         f"`genlab train -m model={model[0]} {keys[0] if keys else 'model.<key>'}=1e-4,3e-4`."
                     )
                 raise ConfigError(
-                    f"the sweep cannot run: the job with overrides `{' '.join(job)}` does not compose: {reason}.{hint}"
+                    f"the sweep cannot run: the job with overrides `{' '.join(job)}` does not compose: "
+                    f"{reason}.{hint}"
                 ) from None
 
 

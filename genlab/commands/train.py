@@ -135,7 +135,8 @@ def train(cfg) -> float | None:
         return None
     if metric not in values:
         raise ConfigError(
-            f"optimized_metric={metric!r} was not logged by this run. Logged metrics: {', '.join(values) or 'none'}."
+            f"optimized_metric={metric!r} was not logged by this run. "
+            f"Logged metrics: {', '.join(values) or 'none'}."
         )
     return values[metric]
 
