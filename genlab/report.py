@@ -45,8 +45,11 @@ HIGHER_WORDS = {
 }
 LOWER_WORDS = {"loss", "fid", "kid", "mse", "mae", "nll", "error", "bpd", "kl", "elbo", "distance"}
 SWEEP_MARKERS = ("multirun.yaml", "sweep_summary.csv", "sweep_summary.json")
-# Config keys that differ between any two runs without meaning anything (where files go).
-NOISE_KEYS = re.compile(r"(^paths\.|dirpath$|save_dir$|default_root_dir$|^hydra\.|output_dir|^ckpt)")
+# Config keys whose differences `compare` reports (model.image_size/channels copy data's: left out).
+COMPARED_CONFIG = re.compile(
+    r"^(model\.(?!image_size$|channels$)|data\.(?!root$|num_workers$|pin_memory$|download$)|seed$"
+    r"|trainer\.(max_epochs|max_steps|precision|limit_train_batches|gradient_clip_val)$)"
+)
 PROTOCOL_DATA_KEYS = ("name", "image_size", "channels", "split_seed", "normal_classes", "anomaly_classes")
 PROTOCOL_CONFIG_KEYS = ("val_fraction", "test_fraction", "train_limit", "layout", "std")
 # Eval protocol entries that name where things are, not how the numbers were made.
@@ -67,6 +70,10 @@ def metric_direction(key: str) -> str | None:
     if name in DIRECTIONS:
         return DIRECTIONS[name]
     words = set(re.split(r"[_\-]", name.split("/")[0].lower()))
+    if "loss" in words and name != "loss":
+        # Parts of a loss: reconstruction terms should fall, but a lower KL (posterior collapse) or a
+        # lower generator / discriminator loss (one side winning the game) is not a better model.
+        return "min" if words & {"recon", "mse", "nll", "rec"} else None
     if words & HIGHER_WORDS:
         return "max"
     if words & LOWER_WORDS:
@@ -218,16 +225,14 @@ def short(value: Any) -> str:
 
 
 def config_differences(runs: list[RunRecord], limit: int = 5) -> list[str]:
-    """Per run, the config values that differ between the runs (what a sweep varied), as k=v text."""
+    """Per run, the model, data and training settings that differ between the runs (what a sweep
+    varied), as k=v text. Callbacks, loggers and paths are left out: they move no numbers."""
     flat = [flatten(r.config) for r in runs]
-    keys = sorted({k for f in flat for k in f if not NOISE_KEYS.search(k) and not k.endswith("_target_")})
+    keys = sorted({k for f in flat for k in f if COMPARED_CONFIG.search(k) and not k.endswith("_target_")})
     differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
-    # Interpolated copies (model.image_size from data.image_size) say the same twice: keep the shortest.
     texts = []
     for f in flat:
-        items = [
-            f"{k}={short(f.get(k))}" for k in differing if not k.startswith("model.") or k.count(".") == 1
-        ]
+        items = [f"{k}={short(f.get(k))}" for k in differing]
         shown = items[:limit] + ([f"(+{len(items) - limit} more)"] if len(items) > limit else [])
         texts.append(", ".join(shown))
     return texts

@@ -132,7 +132,7 @@ h2 { font-size: 18px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { padding: 6px 10px; border-bottom: 1px solid #eaeef2; text-align: right; white-space: nowrap; }
-th { background: #f6f8fa; font-weight: 600; position: sticky; top: 0; }
+th { background: #f6f8fa; font-weight: 600; white-space: normal; vertical-align: bottom; }
 th:first-child, td:first-child { text-align: left; position: sticky; left: 0; background: inherit; }
 tr { background: #fff; }
 td.text { text-align: left; white-space: normal; }
@@ -196,7 +196,8 @@ def render_html(c: Comparison) -> str:
     for column in c.columns:
         direction = metric_direction(column)
         tip = {"min": "lower is better", "max": "higher is better"}.get(direction or "", "no better side")
-        parts.append(f"<th title='{tip}'>{e(column_header(column))}</th>")
+        header = e(column_header(column)).replace("/", "/<wbr>")  # long names may wrap after a slash
+        parts.append(f"<th title='{tip}'>{header}</th>")
     parts.append("</tr>")
     for i, run in enumerate(c.runs):
         cells = [f"<td>{e(run.name)} <span class='family'>{e(run.family)}</span></td>"]
@@ -250,17 +251,26 @@ def print_console(c: Comparison, report_dir: Path) -> None:
 
     console = Console()
     best = c.best()
-    table = Table(title=f"genlab compare: {len(c.runs)} runs  (★ best, ↓ lower / ↑ higher is better)")
-    table.add_column("run", style="bold")
-    table.add_column("family")
-    for column in c.columns:
-        table.add_column(column_header(column), justify="right")
-    for i, run in enumerate(c.runs):
-        cells = []
+    title = f"genlab compare: {len(c.runs)} runs  (★ best, ↓ lower / ↑ higher is better)"
+    table = Table(title=title)
+
+    def cell(i: int, column: str) -> str:
+        text = short(c.runs[i].metrics.get(column))
+        return f"[bold green]{text} ★[/]" if i in best[column] else text
+
+    if len(c.runs) <= 6:  # a few runs: one column per run fits a terminal better than one per metric
+        table.add_column("metric", style="bold")
+        for run in c.runs:
+            table.add_column(f"{run.name}\n{run.family}", justify="right")
         for column in c.columns:
-            text = short(run.metrics.get(column))
-            cells.append(f"[bold green]{text} ★[/]" if i in best[column] else text)
-        table.add_row(run.name, run.family, *cells)
+            table.add_row(column_header(column), *(cell(i, column) for i in range(len(c.runs))))
+    else:
+        table.add_column("run", style="bold")
+        table.add_column("family")
+        for column in c.columns:
+            table.add_column(column_header(column), justify="right")
+        for i, run in enumerate(c.runs):
+            table.add_row(run.name, run.family, *(cell(i, column) for column in c.columns))
     console.print(table)
     if c.protocol_differences:
         listed = "; ".join(f"{k}: {' vs '.join(v)}" for k, v in c.protocol_differences.items())
