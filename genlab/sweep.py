@@ -178,7 +178,8 @@ class SweepSummary(Callback):
     """Hydra callback (conf/hydra/default.yaml): after every job, its row goes into the job folder and the
     sweep folder's sweep_summary.csv/.json are rebuilt, so a summary exists while the sweep still runs."""
 
-    failed_rows: list[dict[str, Any]] | None = None  # set at the end of a multirun, read by _runner
+    sweep_dir: Path | None = None  # the running sweep's folder and its first job number, read by _runner
+    first_job = 0
 
     def __init__(self) -> None:
         self._started: float | None = None
@@ -186,8 +187,9 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)  # Optuna opens its SQLite study here before any job
-        os.environ[OFFSET_ENV] = str(next_job_number(sweep_dir))
-        SweepSummary.failed_rows = None
+        SweepSummary.first_job = next_job_number(sweep_dir)
+        SweepSummary.sweep_dir = sweep_dir
+        os.environ[OFFSET_ENV] = str(SweepSummary.first_job)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.monotonic()
@@ -214,8 +216,6 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = write_summary(sweep_dir)
-        first = int(os.environ.get(OFFSET_ENV, "0"))
-        SweepSummary.failed_rows = [r for r in rows if r["status"] == "failed" and r["job"] >= first]
         print(
             f"sweep summary: {sweep_dir / SUMMARY_CSV} ({len(rows)} jobs, "
             f"{sum(r['status'] == 'failed' for r in rows)} failed)",
@@ -223,10 +223,14 @@ class SweepSummary(Callback):
         )
 
 
-def raise_if_jobs_failed(sweep_dir_hint: str = "") -> None:
-    """After a multirun: a SweepFailed (exit code 1) naming the failed jobs of this invocation, if any."""
-    failed = SweepSummary.failed_rows
-    SweepSummary.failed_rows = None
+def raise_if_jobs_failed() -> None:
+    """After a multirun (also one the sweeper ended with an error): a SweepFailed (exit code 1) naming the
+    failed jobs of this invocation, if any."""
+    sweep_dir, SweepSummary.sweep_dir = SweepSummary.sweep_dir, None
+    if sweep_dir is None or not sweep_dir.is_dir():
+        return
+    rows = write_summary(sweep_dir)
+    failed = [r for r in rows if r["status"] == "failed" and r["job"] >= SweepSummary.first_job]
     if not failed:
         return
     listed = "; ".join(f"job {r['job']} ({r['overrides']}): {r['error'].rstrip('.')}" for r in failed[:5])

@@ -63,6 +63,9 @@ def run_command(config_name: str, task: Callable[[Any], Any], overrides: list[st
     sys.argv = [f"genlab {config_name}", *overrides]
     try:
         hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")(job)()
+    except SystemExit as stop:  # Hydra's exit after an error of the sweeper itself (e.g. Optuna with no
+        sweep.raise_if_jobs_failed()  # completed trial): the failed jobs are the more useful message
+        raise stop
     finally:
         sys.argv = argv
     sweep.raise_if_jobs_failed()
