@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_JSON = "sweep_summary.json"
 JOB_STATUS = "job_status.json"  # one per job folder; the summary is rebuilt from these
 OFFSET_ENV = "GENLAB_JOB_OFFSET"
+
+# conf/hydra/launcher/{joblib,submitit_*}.yaml deliberately extend the plugins' configs of the same name
+warnings.filterwarnings("ignore", message=r".*is validated against ConfigStore schema", category=UserWarning)
 
 
 class SweepFailed(GenlabError):
