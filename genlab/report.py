@@ -298,19 +298,38 @@ def latest_image(folder: Path, pattern: str) -> Path | None:
     return files[-1] if files else None
 
 
-def find_images(run: RunRecord) -> dict[str, Path]:
-    """The run's latest sample grid, reconstructions, interpolation strip and anomaly plots, as present."""
+def interpolation_folders(search_roots: list[Path]) -> dict[Path, Path]:
+    """`genlab interpolate` output folders below `search_roots` -> the checkpoint each one walked."""
+    import yaml
+
+    found = {}
+    for root in search_roots:
+        for config in root.glob("**/.hydra/config.yaml") if root.is_dir() else []:
+            try:
+                ckpt = (yaml.safe_load(config.read_text()) or {}).get("ckpt")
+            except (OSError, yaml.YAMLError):
+                continue
+            if ckpt and list(config.parent.parent.glob("*interp*.png")):
+                found[config.parent.parent] = Path(str(ckpt)).expanduser().resolve()
+    return found
+
+
+def find_images(run: RunRecord, interpolations: dict[Path, Path] | None = None) -> dict[str, Path]:
+    """The run's latest sample grid, reconstructions, interpolation strip and anomaly plots, as present.
+    Interpolation strips are looked for inside the run folder (`genlab interpolate ... hydra.run.dir=
+    <run>/interpolate`) and in the `genlab interpolate` folders whose checkpoint lies in the run."""
     images: dict[str, Path] = {}
+    source = run.source.resolve()
+    strips = [p for p in run.path.rglob("*interp*.png") if "compare" not in p.parts]
+    for folder, ckpt in (interpolations or {}).items():
+        if source in ckpt.parents:
+            strips += list(folder.glob("*interp*.png"))
     for folder in dict.fromkeys([run.path, run.source]):
         samples = folder / "samples"
         found = {
             "samples": latest_image(samples, "epoch_*_samples.png"),
             "reconstructions": latest_image(samples, "epoch_*_recon.png"),
-            "interpolation": max(
-                (p for p in folder.rglob("*interp*.png") if "compare" not in p.parts),
-                key=lambda p: p.stat().st_mtime,
-                default=None,
-            ),
+            "interpolation": max(strips, key=lambda p: (p.stat().st_mtime, p.name), default=None),
             "anomaly scores": folder / "anomaly_scores_hist.png",
             "most anomalous": folder / "top_anomalies.png",
         }

@@ -159,3 +159,24 @@ def test_compare_cli_missing_and_foreign_folders_exit_2(tmp_path):
     assert proc.returncode == 2 and "does not exist" in message and "Traceback" not in message
     proc = run_genlab("compare", str(tmp_path / "not_a_run"), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "not a genlab run or sweep folder" in " ".join(proc.stderr.split())
+
+
+def test_interpolation_strips_are_found_inside_the_run_or_by_their_checkpoint(vae_smoke_run, tmp_path):
+    from genlab.report import find_images, interpolation_folders
+
+    run = tmp_path / "run"
+    shutil.copytree(vae_smoke_run, run)
+    strip = next((run / "samples").glob("*_samples.png"))
+    assert "interpolation" not in find_images(read_run(run))
+    # a `genlab interpolate ckpt=<run>/checkpoints/last.ckpt` folder elsewhere (outputs/interpolate/...)
+    walk = tmp_path / "outputs" / "interpolate" / "2026-01-01" / "10-00-00"
+    (walk / ".hydra").mkdir(parents=True)
+    (walk / ".hydra" / "config.yaml").write_text(f"ckpt: {run / 'checkpoints' / 'last.ckpt'}\nsteps: 10\n")
+    shutil.copyfile(strip, walk / "interpolation_slerp.png")
+    found = interpolation_folders([tmp_path / "outputs" / "interpolate"])
+    assert find_images(read_run(run), found)["interpolation"] == walk / "interpolation_slerp.png"
+    assert "interpolation" not in find_images(read_run(vae_smoke_run), found)  # another run's checkpoint
+    # written into the run folder itself (hydra.run.dir=<run>/interpolate)
+    (run / "interpolate").mkdir()
+    shutil.copyfile(strip, run / "interpolate" / "interpolation_lerp.png")
+    assert find_images(read_run(run))["interpolation"] == run / "interpolate" / "interpolation_lerp.png"

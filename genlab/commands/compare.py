@@ -15,6 +15,7 @@ def compare(cfg) -> Path:
         curve_metrics,
         find_images,
         find_run_folders,
+        interpolation_folders,
         metric_columns,
         plot_curves,
         protocol_differences,
@@ -26,9 +27,10 @@ def compare(cfg) -> Path:
 
     folders, notes = find_run_folders(list(cfg.runs or []))
     runs = [read_run(folder) for folder in folders]
+    interpolations = interpolation_folders([Path(str(cfg.paths.log_dir)) / "interpolate"])
     for run, name in zip(runs, unique_names(folders), strict=True):
         run.name = name
-        run.images = find_images(run)
+        run.images = find_images(run, interpolations)
     out = Path(cfg.paths.output_dir)
     frames = [read_curves(run) for run in runs]
     metrics = list(cfg.metrics) if cfg.metrics else None
