@@ -48,3 +48,13 @@ def shared_mnist() -> Path:
     if not (SHARED_MNIST / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST not found at {SHARED_MNIST} (see shared/data/README.md)")
     return SHARED_MNIST
+
+
+@pytest.fixture(scope="session")
+def vaegan_smoke_run(tmp_path_factory) -> Path:
+    """One VAE-GAN trained on digits with trainer=smoke through the console script; its run folder."""
+    root = tmp_path_factory.mktemp("vaegan_smoke")
+    run_genlab(
+        "train", "model=vaegan", "trainer=smoke", "logger=none", f"hydra.run.dir={root / 'run'}", cwd=root
+    )
+    return root / "run"

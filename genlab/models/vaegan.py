@@ -49,7 +49,7 @@ class VAEGAN(GenerativeModel):
         kl_weight: float = 1.0,
         gan_loss: str = "ns",
         equilibrium: float = 0.68,
-        margin: float | None = None,
+        margin: float | None = 0.4,
         optimizer_enc: OptimizerFactory | None = None,
         optimizer_dec: OptimizerFactory | None = None,
         optimizer_disc: OptimizerFactory | None = None,

@@ -1,0 +1,136 @@
+"""The VAE-GAN family (Larsen et al. 2016): learning, which optimizer moves which network, options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from genlab.data.digits import DigitsDataModule
+from genlab.errors import ConfigError
+from genlab.models.vaegan import VAEGAN
+
+
+class RecordLosses(Callback):
+    """Keeps the dict of losses every training step returns."""
+
+    def __init__(self) -> None:
+        self.losses: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append({k: float(v) for k, v in outputs.items()})
+
+
+def fit(model: VAEGAN, batches: int, callbacks=(), epochs: int = 1) -> None:
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+    )
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small nets train fastest on one thread, and do not fight other test processes for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def parameters_of(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def changed(before: list[torch.Tensor], net: torch.nn.Module) -> bool:
+    return any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+
+
+@pytest.mark.slow
+def test_training_on_digits_lowers_feature_reconstruction_loss():
+    pl.seed_everything(0, verbose=False)
+    record = RecordLosses()
+    fit(VAEGAN(width=16, disc_width=16, latent_dim=8), batches=20, callbacks=[record], epochs=2)
+    # the Gaussian NLL's constant, 0.5·log(2π) per discriminator unit at layer l, cannot go down: leave it out
+    units = 32 * 4 * 4  # deepest block of a disc_width=16 discriminator on 16x16 images
+    excess = [step["loss_feature_recon"] - 0.5 * math.log(2 * math.pi) * units for step in record.losses]
+    assert len(excess) == 40
+    first, last = sum(excess[:5]) / 5, sum(excess[-5:]) / 5
+    assert last < 0.8 * first, (
+        f"feature-space reconstruction loss went from {first:.1f} to {last:.1f} (+ constant)"
+    )
+    assert all(
+        set(step) == {"loss_kl", "loss_feature_recon", "loss_gan_g", "loss_gan_d"} for step in record.losses
+    )
+
+
+@pytest.mark.parametrize(
+    ("update_dec", "update_disc"),
+    [(False, False), (True, False), (False, True)],
+    ids=["enc", "enc+dec", "enc+disc"],
+)
+def test_each_optimizer_changes_only_its_own_network(monkeypatch, update_dec, update_disc):
+    """Force the equilibrium gates, run one step, and see which networks' parameters moved: the encoder's
+    optimizer steps every time, the decoder's and discriminator's only when their gate is open."""
+    pl.seed_everything(0, verbose=False)
+    model = VAEGAN(width=8, disc_width=8, latent_dim=4)
+    monkeypatch.setattr(model, "gates", lambda real_cost, fake_cost: (update_dec, update_disc))
+    nets = {"encoder": model.encoder, "decoder": model.decoder, "discriminator": model.discriminator}
+    before = {name: parameters_of(net) for name, net in nets.items()}
+    fit(model, batches=1)
+    moved = {name: changed(before[name], net) for name, net in nets.items()}
+    assert moved == {"encoder": True, "decoder": update_dec, "discriminator": update_disc}
+
+
+def test_optimizers_hold_disjoint_networks():
+    model = VAEGAN(width=8, disc_width=8, latent_dim=4)
+    optimizers = model.configure_optimizers()
+    held = [{id(p) for group in opt.param_groups for p in group["params"]} for opt in optimizers]
+    expected = [
+        {id(p) for p in net.parameters()} for net in (model.encoder, model.decoder, model.discriminator)
+    ]
+    assert held == expected
+
+
+def test_gates_follow_the_authors_equilibrium_rule():
+    model = VAEGAN(width=8, disc_width=8, margin=0.4, equilibrium=0.68)
+    assert model.gates(0.7, 0.7) == (True, True)
+    assert model.gates(0.1, 0.7) == (True, False)  # discriminator too strong on real images: pause it
+    assert model.gates(0.7, 1.5) == (False, True)  # discriminator too weak: pause the decoder
+    assert model.gates(0.1, 1.5) == (True, True)  # never both paused
+    assert VAEGAN(width=8, disc_width=8, margin=None).gates(0.01, 5.0) == (True, True)
+
+
+def test_contract_shapes_and_anomaly_scores():
+    model = VAEGAN(image_size=28, width=8, disc_width=8, latent_dim=6).eval()
+    x = torch.rand(5, 1, 28, 28)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 6)
+    assert model.reconstruct(x).shape == x.shape
+    assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 28, 28)
+    scores = model.anomaly_scores(x)
+    assert set(scores) == {"recon_error", "feature_recon_error", "disc_nll"}
+    for value in scores.values():
+        assert value.shape == (5,) and bool((value >= 0).all())
+    expected = (model.reconstruct(x) - x).pow(2).flatten(1).sum(1)
+    assert torch.allclose(scores["recon_error"], expected)
+
+
+def test_bad_options_name_the_valid_choices():
+    with pytest.raises(ConfigError, match="feature_layer=2.*-2, -1, 0, 1"):
+        VAEGAN(image_size=16, feature_layer=2)
+    with pytest.raises(ConfigError, match="margin"):
+        VAEGAN(gan_loss="hinge", margin=0.4)
+    with pytest.raises(ConfigError, match="gan_loss"):
+        VAEGAN(gan_loss="wgan_gp", margin=None)
+    assert VAEGAN(gan_loss="hinge", margin=None).hparams.gan_loss == "hinge"
