@@ -121,7 +121,7 @@ def test_anomaly_cli_trains_on_normal_digits_and_detects_the_held_out_class(tmp_
     run_genlab("anomaly", f"ckpt={ckpt}", f"hydra.run.dir={rescored}", cwd=tmp_path)
     again = json.loads((rescored / "metrics.json").read_text())
     assert again["anomaly"]["anomaly_classes"] == [0]
-    assert again["anomaly"]["model_saw_held_out_classes"] is False
+    assert again["anomaly"]["held_out_classes_seen_in_training"] == []
     assert again["metrics"]["test/auroc/recon_error"] == pytest.approx(metrics["test/auroc/recon_error"])
 
 
@@ -133,3 +133,11 @@ def test_anomaly_cli_without_held_out_classes_is_a_clear_error(tmp_path):
     assert proc.returncode == 2
     message = " ".join(proc.stderr.split())
     assert "data.anomaly_classes" in message and "Traceback" not in message
+
+
+def test_held_out_classes_seen_in_training_are_reported():
+    from genlab.commands.anomaly import classes_seen_in_training
+
+    assert classes_seen_in_training({"normal_classes": None, "anomaly_classes": [9]}, [4, 9]) == [4]
+    assert classes_seen_in_training({"normal_classes": [0, 1], "anomaly_classes": None}, [1, 2]) == [1]
+    assert classes_seen_in_training({"normal_classes": None, "anomaly_classes": None}, [3]) == [3]

@@ -29,9 +29,9 @@ def user_data_overrides() -> list[str]:
     return keys
 
 
-def checkpoint_data_config(cfg, model) -> tuple[dict[str, Any], bool]:
-    """The checkpoint's data config with the user's `data.<key>=` overrides applied, and whether the model
-    was trained on every class (so the held-out classes were seen in training)."""
+def checkpoint_data_config(cfg, model) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint's data config with the user's `data.<key>=` overrides applied, and the stored one
+    (which says what the model was trained on)."""
     from omegaconf import OmegaConf
 
     stored = (model.run_config or {}).get("data")
@@ -40,13 +40,20 @@ def checkpoint_data_config(cfg, model) -> tuple[dict[str, Any], bool]:
             f"ckpt={cfg.ckpt!r} holds no run config with a data section to rebuild the test set."
         )
     data_config = dict(stored)
-    trained_on_all = all(data_config.get(k) is None for k in CLASS_KEYS)
     given = user_data_overrides()
     if any(k in given for k in CLASS_KEYS):
         data_config.update({k: None for k in CLASS_KEYS})  # the user's choice replaces the stored one
     resolved = OmegaConf.to_container(cfg.data, resolve=True)
     data_config.update({k: resolved[k] for k in given if k in resolved})
-    return data_config, trained_on_all
+    return data_config, dict(stored)
+
+
+def classes_seen_in_training(trained_data: dict[str, Any], held_out: list[int]) -> list[int]:
+    """The held-out classes that were nevertheless in the model's training data."""
+    normal, anomalous = trained_data.get("normal_classes"), trained_data.get("anomaly_classes")
+    if normal is not None:
+        return [c for c in held_out if c in normal]
+    return [c for c in held_out if c not in (anomalous or [])]
 
 
 def pick_device(name: str):
@@ -94,11 +101,11 @@ def anomaly(cfg) -> float:
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         model = load_model(cfg.ckpt)
-        data_config, trained_on_all = checkpoint_data_config(cfg, model)
+        data_config, trained_data = checkpoint_data_config(cfg, model)
         payload: dict[str, Any] = {"metrics": {}, "family": model.family, "checkpoint": str(cfg.ckpt)}
     else:
         model, payload = train_normal_model(cfg)
-        data_config, trained_on_all = model.run_config["data"], False
+        data_config = trained_data = model.run_config["data"]
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # -ELBO draws latents: same scores every run
 
     if not callable(getattr(model, "anomaly_scores", None)):
@@ -140,8 +147,8 @@ def anomaly(cfg) -> float:
         "n_anomalous": int(scored.is_anomaly.sum()),
         "scores": list(scored.scores),
         "ranked_by": rank_by,
-        # True when scoring a model that saw the "anomalous" classes during training
-        "model_saw_held_out_classes": trained_on_all,
+        # held-out classes the model saw in training (scoring a checkpoint with other held-out classes)
+        "held_out_classes_seen_in_training": classes_seen_in_training(trained_data, held_out),
         "plots": {k: str(v) for k, v in plots.items()},
     }
     write_metrics(output_dir / "metrics.json", payload)
@@ -164,8 +171,9 @@ def print_table(family: str, info: dict, metrics: dict[str, float], output_dir: 
         table.add_row(name, f"{metrics[f'test/auroc/{name}']:.4f}", f"{metrics[f'test/auprc/{name}']:.4f}")
     console = Console()
     console.print(table)
-    if info["model_saw_held_out_classes"]:
-        console.print("[yellow]note: this model was trained on every class, held-out ones included.[/]")
+    if info["held_out_classes_seen_in_training"]:
+        seen = ", ".join(str(c) for c in info["held_out_classes_seen_in_training"])
+        console.print(f"[yellow]note: the model was trained on held-out class(es) {seen} too.[/]")
     console.print(f"metrics.json, anomaly_scores_hist.png and top_anomalies.png in {output_dir}")
 
 
