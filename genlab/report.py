@@ -146,9 +146,7 @@ def find_run_folders(paths: list[str]) -> tuple[list[Path], list[str]]:
             (d for d in path.iterdir() if d.is_dir() and (d / ".hydra").is_dir() and d not in jobs),
             key=natural_key,
         )
-        notes += [
-            f"sweep job {d} skipped: it has no metrics.json (failed or still running)." for d in unfinished
-        ]
+        notes += [f"sweep job {d} skipped: it has no metrics.json ({job_status(d)})." for d in unfinished]
         if not jobs:
             raise ConfigError(
                 f"sweep folder {str(raw)!r} has no finished job (no job folder holds a metrics.json)."
@@ -156,6 +154,16 @@ def find_run_folders(paths: list[str]) -> tuple[list[Path], list[str]]:
         found += jobs
     unique = list({p.resolve(): p for p in found}.values())
     return unique, notes
+
+
+def job_status(job: Path) -> str:
+    """What a sweep job's job_status.json says about it, or a guess when it has none."""
+    try:
+        status = json.loads((job / "job_status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "failed or still running"
+    error = " ".join(str(status.get("error") or "").split())
+    return f"status {status.get('status', '?')}" + (f": {error[:200]}" if error else "")
 
 
 def read_run(path: Path) -> RunRecord:

@@ -136,6 +136,7 @@ th { background: #f6f8fa; font-weight: 600; white-space: normal; vertical-align:
 th:first-child, td:first-child { text-align: left; position: sticky; left: 0; background: inherit; }
 tr { background: #fff; }
 td.text { text-align: left; white-space: normal; }
+#runs th { text-align: left; }
 td.best { background: #dafbe1; font-weight: 700; color: #116329; }
 td.missing { color: #8c959f; }
 .warn { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 8px; padding: 10px 14px; }
