@@ -133,8 +133,33 @@ class DistributedHygiene(Callback):
         elif n > 1 and trainer.strategy.root_device.type == "cpu":
             torch.set_num_threads(max(1, available_cores() // n))
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A spawned worker hands only weights and callback_metrics back to the main process; the step and
+        # epoch counters ride along in callback_metrics so metrics.json reports them (see fit_progress).
+        if spawned_workers(trainer):
+            trainer.callback_metrics[SPAWN_STEP] = torch.tensor(float(trainer.global_step))
+            trainer.callback_metrics[SPAWN_EPOCH] = torch.tensor(float(trainer.current_epoch))
 
-        if isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if spawned_workers(trainer):
             destroy_process_group()
+
+
+SPAWN_STEP, SPAWN_EPOCH = "genlab/global_step", "genlab/current_epoch"
+
+
+def spawned_workers(trainer: pl.Trainer) -> bool:
+    """True with ddp_spawn: fit/test run in worker processes spawned from this one."""
+    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+
+
+def fit_progress(trainer: pl.Trainer) -> tuple[int, int]:
+    """(global_step, current_epoch) of the finished fit, also when it ran in ddp_spawn's workers."""
+    metrics = trainer.callback_metrics
+    step = metrics.pop(SPAWN_STEP, None)
+    epoch = metrics.pop(SPAWN_EPOCH, None)
+    if step is None or trainer.global_step:
+        return trainer.global_step, trainer.current_epoch
+    return int(step), int(epoch)

@@ -99,6 +99,7 @@ def train(cfg) -> float | None:
     try:
         with distributed.child_process_argv(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None)
+            global_step, current_epoch = distributed.fit_progress(trainer)
             metrics = dict(trainer.callback_metrics)
             if cfg.get("test", True):
                 trainer.test(model, datamodule=datamodule, verbose=False)
@@ -118,8 +119,8 @@ def train(cfg) -> float | None:
                 "family": model.family,
                 "data": datamodule.describe(),
                 "seed": cfg.seed,
-                "epochs_completed": trainer.current_epoch,
-                "global_step": trainer.global_step,
+                "epochs_completed": current_epoch,
+                "global_step": global_step,
                 "checkpoints": {
                     "last": ckpt.last_model_path if ckpt else None,
                     "best": ckpt.best_model_path if ckpt else None,

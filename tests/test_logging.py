@@ -1,0 +1,91 @@
+"""Loggers (CSV, TensorBoard, W&B offline, several at once), sample grids sent to them, the config tree
+and the progress output."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import RichProgressBar
+
+from genlab.callbacks import progress
+from genlab.callbacks.samples import grid_image
+from genlab.console import config_tree
+from genlab.errors import ConfigError
+from genlab.loggers import wandb_logger
+
+from .conftest import run_genlab
+
+
+@pytest.mark.slow
+def test_many_loggers_wandb_offline_without_account_logs_images(tmp_path):
+    run = tmp_path / "run"
+    home = tmp_path / "home"  # no ~/.netrc, no API key: W&B must go offline on its own, never prompt
+    home.mkdir()
+    proc = run_genlab(
+        "train",
+        "trainer=smoke",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "logger=many",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+        timeout=300,
+        HOME=str(home),
+        WANDB_MODE="",
+        WANDB_API_KEY="",
+    )
+    offline_runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    images = list((offline_runs[0] / "files" / "media" / "images").rglob("*.png"))
+    assert len(images) == 2  # samples/generated and samples/reconstructions
+    assert (offline_runs[0] / f"run-{offline_runs[0].name.rsplit('-', 1)[1]}.wandb").stat().st_size > 0
+    assert "train/loss_step" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert {"samples/generated", "samples/reconstructions"} <= set(events.Tags()["images"])
+    assert "val/recon_mse" in events.Tags()["scalars"]
+
+    # console: the config tree once, plain progress lines without carriage returns (stdout is a pipe)
+    assert "├── model" in proc.stdout and "_target_: genlab.models.vae.VAE" in proc.stdout
+    assert "epoch 1/1 step 4:" in proc.stdout and "\r" not in proc.stdout
+
+
+def test_wandb_online_without_credentials_is_an_error_not_a_prompt(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="WANDB_API_KEY"):
+        wandb_logger(save_dir=str(tmp_path), offline=False)
+
+
+def test_progress_is_rich_on_a_terminal_and_lines_in_a_pipe(monkeypatch):
+    monkeypatch.setattr(progress.sys, "stdout", io.StringIO())
+    assert isinstance(progress.progress_bar(), progress.EpochLines)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(progress.sys, "stdout", Terminal())
+    assert isinstance(progress.progress_bar(), RichProgressBar)
+
+
+def test_config_tree_has_one_branch_per_section():
+    from rich.console import Console
+
+    cfg = OmegaConf.create({"seed": 3, "model": {"lr": 0.1}, "data": {"batch_size": 8}, "extra": {"a": 1}})
+    console = Console(record=True, width=80, file=io.StringIO())
+    console.print(config_tree(cfg))
+    text = console.export_text()
+    assert text.index("data") < text.index("model") < text.index("extra") < text.index("run")
+    assert "batch_size: 8" in text and "seed: 3" in text
+
+
+def test_grid_image_tiles_images_on_white():
+    grid = grid_image(torch.zeros(4, 1, 8, 8))
+    assert grid.shape == (3, 2 * 8 + 3 * 2, 2 * 8 + 3 * 2)  # 2x2 tiles with 2-pixel white padding
+    assert grid.max() == 1.0 and grid.min() == 0.0
