@@ -1,0 +1,2 @@
+"""genlab's benchmarks: training throughput, start-up, evaluation throughput and quality per budget, each
+measured against a baseline in the same run. Run them all with `make bench` (`python -m benchmarks.run`)."""

@@ -1,0 +1,438 @@
+"""Training throughput per family: genlab's training step run by a real `pl.Trainer` against a hand-written
+PyTorch loop over the very same networks, optimizers, batch size and data tensors.
+
+How it is measured:
+- the networks are taken from one genlab model instance (built from conf/model/<family>.yaml exactly as
+  `genlab train model=<family> data=mnist` builds it); the optimizers come from that model's own
+  `configure_optimizers()` (same classes, learning rates and betas); the data are the first real MNIST
+  training images (random images when the shared MNIST copy is missing), one `DataLoader` for both sides;
+- genlab side: `pl.Trainer` from conf/trainer/cpu.yaml with the progress bar, logger, checkpointing,
+  validation and the model summary off (what a user turns off in a timing run), and genlab's default
+  `DivergenceGuard` callback on (it is part of every genlab training run: one finiteness check per step);
+- hand-written side: the family's `training_step` maths written out in plain PyTorch (same losses, same
+  update order, same n_critic), nothing else;
+- the clock runs from the start of batch `warmup` to the end of the last batch (Lightning: callback hooks;
+  hand loop: the same points), so start-up, compile-free warm-up and teardown are excluded;
+- interleaved rounds A/B, B/A, ... in one process per family, same model (the weights keep training, which
+  does not change the cost of a step); the reported ratio is the median of the per-round ratios;
+- peak memory: each side once more in its own fresh process (`python -m benchmarks.throughput --worker`):
+  the kernel's peak resident set size (VmHWM, reset through /proc/self/clear_refs just before training, so
+  set-up peaks such as reading MNIST do not mask it) of the whole process (Python, torch, Lightning, data,
+  activations, optimizer state), and the resident size just before training, so the difference is what
+  training adds; the process's lifetime ru_maxrss is recorded too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import (
+    SHARED_MNIST,
+    current_rss_mb,
+    markdown_table,
+    median,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_json_child,
+    verdict,
+    window_peak_rss_mb,
+    write_result,
+)
+
+FAMILIES = ("vae", "gan", "vaegan")
+TARGET = 0.95
+
+
+# -- the shared ingredients ----------------------------------------------------------------------------
+def compose_train_config(family: str, output_dir: str, extra: list[str] | None = None):
+    """The `genlab train` config for a family on MNIST, composed from genlab's own conf/ folder."""
+    from hydra import compose, initialize_config_dir
+
+    from genlab.cli import conf_dir
+
+    overrides = [
+        f"model={family}",
+        "data=mnist",
+        "trainer=cpu",
+        f"paths.output_dir={output_dir}",
+        *(extra or []),
+    ]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def data_tensors(n: int, seed: int = 0):
+    """(images in [0, 1] (n, 1, 28, 28), labels): the first n real MNIST training images, else random ones."""
+    import torch
+
+    raw = SHARED_MNIST / "MNIST" / "raw"
+    if raw.is_dir():
+        from torchvision.datasets import MNIST
+
+        dataset = MNIST(str(SHARED_MNIST), train=True, download=False)
+        reps = -(-n // len(dataset.data))
+        images = dataset.data.repeat(reps, 1, 1)[:n].unsqueeze(1).float() / 255
+        return images, dataset.targets.repeat(reps)[:n], "mnist"
+    generator = torch.Generator().manual_seed(seed)
+    return (
+        torch.rand(n, 1, 28, 28, generator=generator),
+        torch.randint(0, 10, (n,), generator=generator),
+        "random",
+    )
+
+
+def make_loader(images, labels, batch_size: int):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=False, drop_last=True)
+
+
+class Window:
+    """Perf-counter window from the start of batch `warmup` to the end of the last batch."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end, self.batches = warmup, None, None, 0
+
+    def batch_start(self, index: int) -> None:
+        if index == self.warmup:
+            self.start = time.perf_counter()
+
+    def batch_end(self, index: int) -> None:
+        self.end = time.perf_counter()
+        self.batches = index - self.warmup + 1
+
+    def images_per_second(self, batch_size: int) -> float:
+        return self.batches * batch_size / (self.end - self.start)
+
+
+# -- genlab side ---------------------------------------------------------------------------------------
+def genlab_epoch(model, loader, cfg, warmup: int) -> float:
+    """One epoch of `pl.Trainer.fit` on the genlab model; images/second inside the window."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from genlab.callbacks.guard import DivergenceGuard
+
+    window = Window(warmup)
+
+    class Clock(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            window.batch_start(batch_idx)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            window.batch_end(batch_idx)
+
+    trainer = instantiate(
+        cfg.trainer,
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[DivergenceGuard(), Clock()],  # the clock last: it sees the guard's per-step sync
+    )
+    trainer.fit(model, train_dataloaders=loader)
+    return window.images_per_second(loader.batch_size)
+
+
+# -- hand-written side: each family's training_step maths in plain PyTorch -----------------------------
+def hand_vae(model, loader, optimizers, warmup: int) -> float:
+    """genlab.models.vae.VAE.training_step: ELBO with β·KL (no warm-up), one Adam step."""
+    import torch
+    import torch.nn.functional as F
+
+    (opt,) = optimizers
+    hp = model.hparams
+    if hp.kl_warmup_steps or hp.likelihood != "bernoulli":
+        raise ValueError("the hand-written VAE loop implements the default config (bernoulli, no KL warm-up)")
+    window = Window(warmup)
+    for i, (x, _) in enumerate(loader):
+        window.batch_start(i)
+        mu, logvar = model.encoder(x).chunk(2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = (
+            F.binary_cross_entropy_with_logits(model.decoder(z), x, reduction="none").flatten(1).sum(1).mean()
+        )
+        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
+        loss = recon + hp.beta * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        window.batch_end(i)
+    return window.images_per_second(loader.batch_size)
+
+
+def hand_gan(model, loader, optimizers, warmup: int) -> float:
+    """genlab.models.gan.GAN.training_step (images, tanh output): D step on real vs fresh fakes, then a G
+    step every n_critic batches; non-saturating or hinge loss."""
+    import torch
+    import torch.nn.functional as F
+
+    opt_g, opt_d = optimizers
+    hp = model.hparams
+    if hp.loss not in ("ns", "hinge") or hp.r1_gamma or hp.ema or hp.grad_clip or hp.output != "tanh":
+        raise ValueError("the hand-written GAN loop implements ns/hinge, tanh output, no R1, EMA or clipping")
+    G, D, latent = model.generator, model.discriminator, model.latent_dim
+
+    def to_model(out):  # tanh output -> [0, 1] -> the discriminator's [-1, 1], as GAN.generate does
+        return (torch.tanh(out) + 1) / 2 * 2 - 1
+
+    window = Window(warmup)
+    for i, (x, _) in enumerate(loader):
+        window.batch_start(i)
+        real = x * 2 - 1
+        n = len(real)
+        with torch.no_grad():
+            fake = to_model(G(torch.randn(n, latent)))
+        d_real, d_fake = D(real), D(fake)
+        if hp.loss == "ns":
+            loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        else:
+            loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        if (i + 1) % hp.n_critic == 0:
+            d_out = D(to_model(G(torch.randn(n, latent))))
+            loss_g = F.softplus(-d_out).mean() if hp.loss == "ns" else -d_out.mean()
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+        window.batch_end(i)
+    return window.images_per_second(loader.batch_size)
+
+
+def hand_vaegan(model, loader, optimizers, warmup: int) -> float:
+    """genlab.models.vaegan.VAEGAN.training_step (Larsen et al. 2016, Algorithm 1): encoder by KL +
+    feature NLL, decoder by γ·feature NLL + GAN loss, discriminator by the GAN loss on real vs
+    reconstructed and prior images, with the authors' equilibrium gating when model.margin is set."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    opt_enc, opt_dec, opt_disc = optimizers
+    hp = model.hparams
+    if hp.gan_loss != "ns":
+        raise ValueError("the hand-written VAE-GAN loop implements gan_loss=ns (the paper's cross-entropy)")
+
+    def gates(real_cost: float, fake_cost: float) -> tuple[bool, bool]:
+        """(update decoder, update discriminator): the authors' equilibrium rule, as VAEGAN.gates."""
+        if hp.margin is None:
+            return True, True
+        low, high = hp.equilibrium - hp.margin, hp.equilibrium + hp.margin
+        update_disc = not (real_cost < low or fake_cost < low)
+        update_dec = not (real_cost > high or fake_cost > high)
+        return (True, True) if not (update_dec or update_disc) else (update_dec, update_disc)
+
+    enc, dec, disc, layer_index = model.encoder, model.decoder, model.discriminator, model.feature_index
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    window = Window(warmup)
+    for i, (x, _) in enumerate(loader):
+        window.batch_start(i)
+        n = len(x)
+        mu, logvar = enc(x).chunk(2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        x_recon = torch.sigmoid(dec(mu + torch.randn_like(mu) * (0.5 * logvar).exp()))
+        x_prior = torch.sigmoid(dec(torch.randn_like(mu)))
+        feats = disc.features(torch.cat([x, x_recon, x_prior]))
+        layer, logits = feats[layer_index], feats[-1].flatten()
+        loss_kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
+        diff = layer[n : 2 * n] - layer[:n].detach()
+        loss_feature = (0.5 * diff.pow(2) + half_log_2pi).flatten(1).sum(1).mean()
+        loss_gan_g = F.softplus(-logits[n:]).mean()
+        update_dec, update_disc = gates(
+            F.softplus(-logits[:n]).mean().item(), F.softplus(logits[n:]).mean().item()
+        )
+        enc_params, dec_params = list(enc.parameters()), list(dec.parameters())
+        opt_enc.zero_grad(set_to_none=True)
+        opt_dec.zero_grad(set_to_none=True)
+        (hp.kl_weight * loss_kl + loss_feature).backward(inputs=enc_params, retain_graph=True)
+        if update_dec:
+            (hp.gamma * loss_feature + loss_gan_g).backward(inputs=dec_params)
+        opt_enc.step()
+        if update_dec:
+            opt_dec.step()
+        d_logits = disc(torch.cat([x, torch.cat([x_recon, x_prior]).detach()])).flatten()
+        loss_gan_d = F.softplus(-d_logits[:n]).mean() + F.softplus(d_logits[n:]).mean()
+        if update_disc:
+            opt_disc.zero_grad(set_to_none=True)
+            loss_gan_d.backward()
+            opt_disc.step()
+        window.batch_end(i)
+    return window.images_per_second(loader.batch_size)
+
+
+HAND_LOOPS = {"vae": hand_vae, "gan": hand_gan, "vaegan": hand_vaegan}
+
+
+def as_list(optimizers) -> list:
+    return list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+
+
+def setup(family: str, steps: int, batch_size: int, tmp: str):
+    import torch
+
+    torch.manual_seed(0)
+    cfg = compose_train_config(family, tmp)
+    images, labels, source = data_tensors(steps * batch_size)
+    from hydra.utils import instantiate
+
+    model = instantiate(cfg.model)
+    return cfg, model, make_loader(images, labels, batch_size), source
+
+
+def run_side(side: str, model, loader, cfg, warmup: int, optimizers_cache: dict) -> float:
+    if side == "genlab":
+        return genlab_epoch(model, loader, cfg, warmup)
+    model.train()
+    if "hand" not in optimizers_cache:  # built once, like the trainer's; state carries over between rounds
+        optimizers_cache["hand"] = as_list(model.configure_optimizers())
+    return HAND_LOOPS[model.family](model, loader, optimizers_cache["hand"], warmup)
+
+
+def interleaved(family: str, rounds: int, steps: int, warmup: int, batch_size: int) -> dict:
+    """A/B, B/A, ... rounds in this process; per-round images/second of both sides."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, model, loader, source = setup(family, steps, batch_size, tmp)
+        cache: dict = {}
+        run_side("hand", model, loader, cfg, warmup, cache)  # untimed: first-touch allocations of both
+        run_side("genlab", model, loader, cfg, warmup, cache)
+        per_round = []
+        for r in range(rounds):
+            order = ("genlab", "hand") if r % 2 == 0 else ("hand", "genlab")
+            speeds = {side: run_side(side, model, loader, cfg, warmup, cache) for side in order}
+            per_round.append({**speeds, "ratio": speeds["genlab"] / speeds["hand"], "order": "/".join(order)})
+    return {"data": source, "rounds": per_round}
+
+
+def worker(family: str, side: str, steps: int, warmup: int, batch_size: int) -> dict:
+    """One side alone in this fresh process: its speed and the process's peak resident memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, model, loader, _ = setup(family, steps, batch_size, tmp)
+        rss_before = current_rss_mb()
+        reset = reset_peak_rss()
+        speed = run_side(side, model, loader, cfg, warmup, {})
+        training_peak = window_peak_rss_mb() if reset else float("nan")
+    return {
+        "images_per_s": speed,
+        "rss_before_training_mb": rss_before,
+        "training_peak_rss_mb": training_peak,
+        "process_peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def benchmark(
+    families: tuple[str, ...] = FAMILIES,
+    rounds: int = 5,
+    steps: int = 60,
+    warmup: int = 10,
+    batch_size: int = 128,
+) -> dict:
+    import torch
+
+    results, rows = {}, []
+    for family in families:
+        family_result = interleaved(family, rounds, steps, warmup, batch_size)
+        ratios = [r["ratio"] for r in family_result["rounds"]]
+        memory = {
+            side: run_json_child(
+                [
+                    "benchmarks.throughput",
+                    "--worker",
+                    family,
+                    side,
+                    f"--steps={steps}",
+                    f"--warmup={warmup}",
+                    f"--batch-size={batch_size}",
+                ]
+            )
+            for side in ("genlab", "hand")
+        }
+        family_result.update(
+            median_ratio=median(ratios),
+            min_ratio=min(ratios),
+            max_ratio=max(ratios),
+            genlab_images_per_s=median([r["genlab"] for r in family_result["rounds"]]),
+            hand_images_per_s=median([r["hand"] for r in family_result["rounds"]]),
+            memory=memory,
+            passed=median(ratios) >= TARGET,
+        )
+        results[family] = family_result
+        rows.append(
+            [
+                family,
+                family_result["genlab_images_per_s"],
+                family_result["hand_images_per_s"],
+                f"{median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})",
+                memory["genlab"]["training_peak_rss_mb"],
+                memory["hand"]["training_peak_rss_mb"],
+                memory["genlab"]["training_peak_rss_mb"] - memory["genlab"]["rss_before_training_mb"],
+                memory["hand"]["training_peak_rss_mb"] - memory["hand"]["rss_before_training_mb"],
+                verdict(family_result["passed"]),
+            ]
+        )
+    table = markdown_table(
+        [
+            "family",
+            "genlab img/s",
+            "hand loop img/s",
+            "ratio median (min–max)",
+            "genlab peak RSS MiB",
+            "hand peak RSS MiB",
+            "genlab: added by training MiB",
+            "hand: added by training MiB",
+            f"≥ {TARGET}x",
+        ],
+        rows,
+    )
+    return {
+        "target": f"genlab / hand-written images per second >= {TARGET} for every family",
+        "settings": {
+            "rounds": rounds,
+            "steps_per_round": steps,
+            "warmup_batches": warmup,
+            "batch_size": batch_size,
+            "torch_threads": torch.get_num_threads(),
+            "trainer": "conf/trainer/cpu.yaml; progress bar, logger, checkpointing, validation, model "
+            "summary off; DivergenceGuard on",
+            "memory": "a fresh process per side running it alone; 'peak RSS' = the kernel's peak "
+            "resident set size (VmHWM) while training, reset just before it (whole process: "
+            "interpreter, torch, Lightning, data, activations, optimizer state); 'added by "
+            "training' = that peak minus the RSS just before training; the process's "
+            "lifetime ru_maxrss is in the JSON as process_peak_rss_mb",
+        },
+        "families": results,
+        "passed": all(r["passed"] for r in results.values()),
+        "table": table,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs=2, metavar=("FAMILY", "SIDE"))
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.steps, args.warmup, args.batch_size)))
+        return
+    result = benchmark(tuple(args.families.split(",")), args.rounds, args.steps, args.warmup, args.batch_size)
+    path = write_result("throughput", result, *([args.results_dir] if args.results_dir else []))
+    print(result["table"])
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
