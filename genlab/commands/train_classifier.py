@@ -25,7 +25,7 @@ def train(cfg) -> float:
         )
     else:
         path = train_classifier(
-            datamodule, cfg.paths.cache_dir, epochs=int(cfg.epochs), lr=float(cfg.lr), seed=int(cfg.seed)
+            datamodule, cfg.paths.cache_dir, steps=int(cfg.steps), lr=float(cfg.lr), seed=int(cfg.seed)
         )
     info = vars(load_classifier(path).info)
     output = Path(cfg.paths.output_dir) / "metrics.json"

@@ -78,7 +78,7 @@ def build_backbone(metrics_cfg, datamodule, cache_dir: str | Path, log=print) ->
             datamodule,
             cache_dir,
             train_if_missing=bool(metrics_cfg.get("train_classifier_if_missing", True)),
-            epochs=int(metrics_cfg.get("classifier_epochs", 3)),
+            steps=int(metrics_cfg.get("classifier_steps", 600)),
             log=log,
         )
         return Backbone(

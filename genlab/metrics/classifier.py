@@ -5,6 +5,7 @@ coverage. Cached under `<paths.cache_dir>/classifiers/`, keyed by dataset, image
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class ClassifierFeatures(nn.Module):
         self.weights_path = path
         self.output = output
         self.num_features = info.num_classes if output == "logits" else info.feature_dim
+        self.eval()
 
     def train(self, mode: bool = True) -> ClassifierFeatures:
         return super().train(False)
@@ -81,6 +83,7 @@ class ClassifierInfo:
     num_classes: int
     feature_dim: int
     width: int
+    steps: int
     epochs: int
     seed: int
     train_images: int
@@ -127,7 +130,7 @@ def accuracy(net: LeNet, loader) -> float:
 def train_classifier(
     datamodule,
     cache_dir: str | Path,
-    epochs: int = 3,
+    steps: int = 600,
     lr: float = 2e-3,
     seed: int = 0,
     feature_dim: int = 128,
@@ -136,14 +139,14 @@ def train_classifier(
 ) -> Path:
     """Train the LeNet on the labelled training split, measure test accuracy, save into the cache."""
     check_labelled_images(datamodule)
-    if epochs < 1:
-        raise ConfigError(f"epochs={epochs!r} must be a positive integer.")
+    if steps < 1:
+        raise ConfigError(f"steps={steps!r} must be a positive integer (optimizer steps of the classifier).")
     # inside a run (periodic eval) training must neither move the run's RNG nor inherit its no-grad mode
     with torch.random.fork_rng(), torch.inference_mode(False), torch.enable_grad():
-        return _train_classifier(datamodule, cache_dir, epochs, lr, seed, feature_dim, width, log)
+        return _train_classifier(datamodule, cache_dir, steps, lr, seed, feature_dim, width, log)
 
 
-def _train_classifier(datamodule, cache_dir, epochs, lr, seed, feature_dim, width, log) -> Path:
+def _train_classifier(datamodule, cache_dir, steps, lr, seed, feature_dim, width, log) -> Path:
     torch.manual_seed(seed)
     datamodule.setup("fit")
     datamodule.setup("test")
@@ -151,9 +154,14 @@ def _train_classifier(datamodule, cache_dir, epochs, lr, seed, feature_dim, widt
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     start = time.perf_counter()
     loader = datamodule.train_dataloader()
+    epochs = math.ceil(steps / len(loader))  # a step budget suits small (digits) and large sets alike
+    step = 0
     for epoch in range(epochs):
         net.train()
         for x, y in loader:
+            if step == steps:
+                break
+            step += 1
             # small shifts make the features robust to the slight misalignment of generated digits
             shift = torch.randint(-1, 2, (2,)).tolist()
             x = torch.roll(x, shifts=shift, dims=(2, 3))
@@ -170,6 +178,7 @@ def _train_classifier(datamodule, cache_dir, epochs, lr, seed, feature_dim, widt
         num_classes=datamodule.num_classes,
         feature_dim=feature_dim,
         width=width,
+        steps=steps,
         epochs=epochs,
         seed=seed,
         train_images=len(datamodule.train_set),
@@ -197,7 +206,7 @@ def load_classifier(path: str | Path) -> ClassifierFeatures:
 
 
 def resolve_classifier(
-    datamodule, cache_dir: str | Path, train_if_missing: bool = True, epochs: int = 3, log=print
+    datamodule, cache_dir: str | Path, train_if_missing: bool = True, steps: int = 600, log=print
 ) -> tuple[ClassifierFeatures, bool]:
     """The cached classifier for this dataset and size; trained now (and said so) when missing and
     `train_if_missing`, else a ConfigError giving the command. Returns (backbone, trained_now)."""
@@ -214,6 +223,6 @@ def resolve_classifier(
         )
     log(
         f"no cached domain classifier for {datamodule.name} at {datamodule.image_size}px: training one now "
-        f"({epochs} epochs; `genlab train-classifier` does this ahead of time)"
+        f"({steps} steps; `genlab train-classifier` does this ahead of time)"
     )
-    return load_classifier(train_classifier(datamodule, cache_dir, epochs=epochs, log=log)), True
+    return load_classifier(train_classifier(datamodule, cache_dir, steps=steps, log=log)), True

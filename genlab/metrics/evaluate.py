@@ -4,6 +4,7 @@ the protocol that produced the numbers. Typed results, one `evaluate_model` entr
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from genlab.metrics.reconstruction import ReconstructionMetrics, reconstruction_
 from genlab.metrics.reference import ReferenceFeatures, reference_features, reference_key
 
 SPLITS = ("train", "val", "test")
+# torchmetrics warns that KID/IS keep all features in memory: here they are the (small) feature vectors
+warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
 IS_WITHOUT_LOGITS = (
     "not reported: the offline FID InceptionV3 has no 1008-class head, so there are no real logits for an "
     "Inception Score; use metrics.backbone=classifier for a domain Inception Score"

@@ -74,6 +74,7 @@ class InceptionFeatures(nn.Module):
         self.num_features = feature
         self.source = source
         self.weights_path = weights_path
+        self.eval()
 
     def train(self, mode: bool = True) -> InceptionFeatures:
         return super().train(False)
