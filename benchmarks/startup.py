@@ -116,13 +116,14 @@ def cprofile_top(run_dir: Path, cwd: Path, n: int = 25) -> list[dict]:
     return sorted(rows, key=lambda r: -r["cumulative_s"])[:n]
 
 
-def benchmark(repetitions: int = 5, profile: bool = False) -> dict:
+def benchmark(repetitions: int = 5, profile: bool = False, warm: bool = True) -> dict:
     floor_cmd = [sys.executable, "-c", FLOOR_CODE]
     floor_times, smoke_times = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        timed(floor_cmd, tmp)  # untimed: warm the page cache for both
-        timed(smoke_command(tmp / "warm"), tmp)
+        if warm:  # untimed: warm the page cache for both
+            timed(floor_cmd, tmp)
+            timed(smoke_command(tmp / "warm"), tmp)
         for rep in range(repetitions):
             pair = [("floor", floor_cmd), ("smoke", smoke_command(tmp / f"run{rep}"))]
             for name, cmd in pair if rep % 2 == 0 else reversed(pair):

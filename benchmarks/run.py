@@ -1,0 +1,155 @@
+"""Run genlab's benchmarks and write benchmarks/results/<name>.json and benchmarks/results/RESULTS.md.
+
+python -m benchmarks.run                          # all four at their default sizes (`make bench`)
+python -m benchmarks.run --only startup,throughput
+python -m benchmarks.run --tiny                   # seconds-scale sizes: proves every script runs
+python -m benchmarks.run --budget-min 3           # quality: training budget per family
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from benchmarks.common import RESULTS_DIR, environment, verdict, write_result
+
+BENCHMARKS = ("throughput", "startup", "eval_throughput", "quality")
+TITLES = {
+    "throughput": "Training throughput: genlab (pl.Trainer) vs a hand-written PyTorch loop, same networks",
+    "startup": "Start-up: `genlab train trainer=smoke` vs the import floor",
+    "eval_throughput": "Evaluation throughput: genlab's FID path vs torchmetrics' FrechetInceptionDistance",
+    "quality": "Quality per wall-clock budget on real MNIST",
+}
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict:
+    tiny = args.tiny
+    if name == "throughput":
+        from benchmarks import throughput
+
+        families = tuple(args.families.split(","))
+        if tiny:
+            return throughput.benchmark(families, rounds=1, steps=3, warmup=1, batch_size=8)
+        return throughput.benchmark(families, args.rounds, args.steps, args.warmup, args.batch_size)
+    if name == "startup":
+        from benchmarks import startup
+
+        return startup.benchmark(1 if tiny else args.repetitions, profile=args.profile, warm=not tiny)
+    if name == "eval_throughput":
+        from benchmarks import eval_throughput
+
+        if tiny:
+            return eval_throughput.benchmark(n=4, batch_size=4, lever_images=2, lever_reps=1)
+        return eval_throughput.benchmark(args.eval_n, args.eval_batch_size, args.lever_images)
+    if name == "quality":
+        from benchmarks import quality
+
+        if tiny:
+            return quality.benchmark(
+                budget_min=0.05,
+                families=("vae",),
+                inception_n=0,
+                classifier_n=32,
+                train_limit=256,
+                extra_train=["+trainer.limit_val_batches=1", "callbacks.sample_grid.n=4"],
+                extra_eval=["metrics.classifier_steps=10", "metrics.kid_subsets=5", "metrics.n_recon=32"],
+            )
+        return quality.benchmark(
+            args.budget_min, tuple(args.families.split(",")), args.inception_n, args.classifier_n
+        )
+    raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+
+
+def results_markdown(results_dir: Path = RESULTS_DIR) -> str:
+    """RESULTS.md from every result file present: one section per benchmark, its machine, its verdict."""
+    lines = [
+        "# genlab benchmarks",
+        "",
+        "Written by `make bench` (`python -m benchmarks.run`). Every figure is a ratio against a baseline",
+        "measured in the same run on the same machine; absolute times drift between machines and runs.",
+        "",
+    ]
+    for name in BENCHMARKS:
+        path = results_dir / f"{name}.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        env = result.get("environment", {})
+        lines += [
+            f"## {TITLES[name]}",
+            "",
+            f"Result: **{verdict(result.get('passed'))}** — target: {result.get('target', 'n/a')}",
+            "",
+            f"Measured {env.get('date_utc')} on {env.get('cpu_count')} cores "
+            f"({env.get('cpus_usable')} usable), torch {env.get('torch_version')} with "
+            f"{env.get('torch_threads')} threads, Python {env.get('python')}, 1-min load average "
+            f"{env.get('load_average_1m')}, genlab {env.get('git_commit')}"
+            + (" — **tiny size: proves the script runs, not a measurement**" if result.get("tiny") else "")
+            + ".",
+            "",
+            result.get("table") or result.get("skipped", ""),
+            "",
+        ]
+        if result.get("notes"):
+            lines += ["Notes:", "", *[f"- {note}" for note in result["notes"]], ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"comma list of: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="seconds-scale sizes (tests and CI), not a measurement"
+    )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--families", default="vae,gan,vaegan")
+    # throughput
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    # startup
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument(
+        "--profile", action="store_true", help="startup: import/cProfile breakdown even on a pass"
+    )
+    # eval throughput
+    parser.add_argument(
+        "--eval-n", type=int, default=100, help="real and generated images (~0.2 s/image on CPU)"
+    )
+    parser.add_argument("--eval-batch-size", type=int, default=100)
+    parser.add_argument("--lever-images", type=int, default=16)
+    # quality
+    parser.add_argument("--budget-min", type=float, default=5.0, help="quality: training minutes per family")
+    parser.add_argument("--inception-n", type=int, default=500)
+    parser.add_argument("--classifier-n", type=int, default=1000)
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(unknown)}; valid: {', '.join(BENCHMARKS)}")
+    print(f"environment: {environment()}", flush=True)
+    for name in names:
+        start = time.perf_counter()
+        print(f"== {name} ...", flush=True)
+        result = run_one(name, args)
+        result["tiny"] = args.tiny
+        result["benchmark_wall_s"] = time.perf_counter() - start
+        path = write_result(name, result, args.results_dir)
+        print(result.get("table") or result.get("skipped", ""))
+        print(
+            f"== {name}: {verdict(result.get('passed'))} in {result['benchmark_wall_s']:.0f} s -> {path}",
+            flush=True,
+        )
+    report = args.results_dir / "RESULTS.md"
+    report.write_text(results_markdown(args.results_dir))
+    print(f"written: {report}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Every benchmark runs at a tiny size and writes its result file with the expected fields (no timing
+asserts: timings are machine-dependent; `make bench` measures them)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import run, startup, throughput
+from tests.conftest import SHARED_MNIST
+
+ENV_FIELDS = {"date_utc", "cpu_count", "torch_version", "torch_threads"}
+
+
+def run_tiny(name: str, results_dir, *extra: str) -> dict:
+    run.main(["--tiny", "--only", name, "--results-dir", str(results_dir), *extra])
+    result = json.loads((results_dir / f"{name}.json").read_text())
+    assert ENV_FIELDS <= set(result["environment"]), result["environment"]
+    assert result["tiny"] is True and result["benchmark"] == name
+    report = (results_dir / "RESULTS.md").read_text()
+    assert run.TITLES[name] in report and "tiny size" in report
+    return result
+
+
+def test_import_tree_attributes_extra_packages_to_the_genlab_module_importing_them():
+    def line(self_us: int, cum_us: int, depth: int, name: str) -> str:
+        return f"import time: {self_us:>9} | {cum_us:>11} | {'  ' * depth} {name}"
+
+    floor = [line(100, 100, 0, "torch")]
+    smoke = [  # Python prints children before their parent
+        line(10, 10, 2, "wandb.sdk"),
+        line(50, 60, 1, "wandb"),
+        line(5, 5, 1, "torch"),
+        line(20, 85, 0, "genlab.loggers"),
+        line(100, 100, 0, "torch"),
+    ]
+    extras, genlab_costs = startup.imports_beyond_floor(
+        startup.import_tree("\n".join(smoke)), startup.import_tree("\n".join(floor))
+    )
+    assert [(e["package"], e["cumulative_ms"], e["imported_by"]) for e in extras] == [
+        ("wandb", 0.06, ["genlab.loggers"])
+    ]
+    assert genlab_costs == [{"module": "genlab.loggers", "cumulative_ms": 0.085, "self_ms": 0.02}]
+
+
+def test_results_markdown_has_one_section_per_result_with_its_verdict(tmp_path):
+    (tmp_path / "startup.json").write_text(
+        json.dumps({"environment": {"cpu_count": 2}, "passed": False, "target": "t", "table": "| a |"})
+    )
+    report = run.results_markdown(tmp_path)
+    assert run.TITLES["startup"] in report and "**MISS**" in report and "| a |" in report
+    assert run.TITLES["quality"] not in report
+
+
+@pytest.mark.slow
+def test_throughput_tiny_writes_ratios_and_memory(tmp_path):
+    result = run_tiny("throughput", tmp_path, "--families", "vae")
+    vae = result["families"]["vae"]
+    assert vae["median_ratio"] > 0 and len(vae["rounds"]) == 1
+    for side in ("genlab", "hand"):
+        memory = vae["memory"][side]
+        assert memory["images_per_s"] > 0 and memory["process_peak_rss_mb"] > 100
+        assert math.isnan(memory["training_peak_rss_mb"]) or memory["training_peak_rss_mb"] > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["gan", "vaegan"])
+def test_hand_written_loops_run_next_to_the_trainer(family):
+    result = throughput.interleaved(family, rounds=1, steps=3, warmup=1, batch_size=8)
+    (only,) = result["rounds"]
+    assert only["genlab"] > 0 and only["hand"] > 0 and only["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_startup_tiny_times_smoke_and_floor(tmp_path):
+    result = run_tiny("startup", tmp_path)
+    assert len(result["smoke_s"]) == len(result["floor_s"]) == 1
+    assert result["overhead_s"] == pytest.approx(result["smoke_median_s"] - result["floor_median_s"])
+
+
+@pytest.mark.slow
+def test_eval_throughput_tiny_compares_fids(tmp_path):
+    result = run_tiny("eval_throughput", tmp_path)
+    assert result["genlab_first"]["cache"] == "miss" and result["genlab_repeated"]["cache"] == "hit"
+    assert result["fid_rel_diff"] < 1e-3  # the same features: genlab's FID equals torchmetrics'
+    assert "frozen + optimize_for_inference" in result["levers"]["variants"]
+
+
+@pytest.mark.slow
+def test_quality_tiny_trains_and_scores(tmp_path):
+    if not (SHARED_MNIST / "MNIST" / "raw").is_dir():
+        pytest.skip("real MNIST not available")
+    result = run_tiny("quality", tmp_path)
+    vae = result["families"]["vae"]
+    assert vae["global_step"] >= 1
+    metrics = vae["classifier"]["metrics"]
+    assert vae["classifier"]["n_fake"] == 32 and metrics["fid"] >= 0 and metrics["recon_mse"] >= 0
+    assert 1 <= metrics["class_coverage_hit"] <= 10
