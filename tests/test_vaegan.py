@@ -134,3 +134,9 @@ def test_bad_options_name_the_valid_choices():
     with pytest.raises(ConfigError, match="gan_loss"):
         VAEGAN(gan_loss="wgan_gp", margin=None)
     assert VAEGAN(gan_loss="hinge", margin=None).hparams.gan_loss == "hinge"
+
+
+def test_trainer_gradient_clipping_is_a_readable_error():
+    trainer = pl.Trainer(accelerator="cpu", gradient_clip_val=1.0, logger=False, enable_progress_bar=False)
+    with pytest.raises(ConfigError, match="gradient_clip_val=1.0 does not apply to the VAE-GAN"):
+        trainer.fit(VAEGAN(width=8, disc_width=8), datamodule=DigitsDataModule(batch_size=32))

@@ -148,6 +148,17 @@ class VAEGAN(GenerativeModel):
             return True, True
         return update_dec, update_disc
 
+    def configure_callbacks(self) -> list:
+        # The earliest hook with the trainer at hand: Lightning rejects gradient_clip_val for manual
+        # optimization right after it, with a traceback instead of genlab's one-paragraph error.
+        if self.trainer.gradient_clip_val:
+            raise ConfigError(
+                f"trainer.gradient_clip_val={self.trainer.gradient_clip_val} does not apply to the VAE-GAN "
+                "(it steps its three optimizers by hand); leave trainer.gradient_clip_val=null, and for "
+                "stability keep the equilibrium gating on (model.margin=0.4) or lower the learning rates."
+            )
+        return []
+
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         opt_enc, opt_dec, opt_disc = self.optimizers()
         x = batch[0]
