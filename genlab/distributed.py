@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from genlab.errors import ConfigError
+from genlab.sweep import RERUN_IN_MULTIRUN
 
 
 def available_cores() -> int:
@@ -44,15 +45,6 @@ def spawns_by_rerunning_command(trainer: pl.Trainer) -> bool:
         and not launcher.cluster_environment.creates_processes_externally
         and launcher.num_processes > 1
     )
-
-
-RERUN_IN_MULTIRUN = (
-    "trainer=ddp (strategy ddp with several devices) cannot run inside a multirun (-m): Lightning starts "
-    "the other ranks by re-running the command line, which would re-run the whole sweep. Use "
-    "trainer=ddp_spawn for sweeps on one machine (e.g. `genlab train -m trainer=ddp_spawn trainer.devices=2 "
-    "model.optimizer.lr=1e-4,3e-4`), or hydra/launcher=submitit_slurm, where SLURM starts one task per "
-    "device."
-)
 
 
 def refuse_rerun_in_multirun(trainer: pl.Trainer) -> None:

@@ -35,6 +35,16 @@ class SweepFailed(GenlabError):
     exit_code = 1
 
 
+# why trainer=ddp cannot run inside -m (genlab.distributed explains the mechanism)
+RERUN_IN_MULTIRUN = (
+    "trainer=ddp (strategy ddp with several devices) cannot run inside a multirun (-m): Lightning starts "
+    "the other ranks by re-running the command line, which would re-run the whole sweep. Use "
+    "trainer=ddp_spawn for sweeps on one machine (e.g. `genlab train -m trainer=ddp_spawn trainer.devices=2 "
+    "model.optimizer.lr=1e-4,3e-4`), or hydra/launcher=submitit_slurm, where SLURM starts one task per "
+    "device."
+)
+
+
 # --- job numbering -------------------------------------------------------------------------------------
 
 
@@ -290,8 +300,6 @@ def check_sweep_composes(
                 if "trainer" in cfg and reruns_command_for_ranks(
                     cfg.trainer, cfg.hydra.launcher.get("_target_", "")
                 ):
-                    from genlab.distributed import RERUN_IN_MULTIRUN
-
                     raise ConfigError(f"the sweep cannot run: {RERUN_IN_MULTIRUN}")
             except (HydraException, OmegaConfBaseException) as exc:
                 reason = " ".join(str(exc).split()).split(" To append to your config")[0].rstrip(".")
