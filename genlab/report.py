@@ -43,7 +43,7 @@ HIGHER_WORDS = {
     "f1",
     "hit",
 }
-LOWER_WORDS = {"loss", "fid", "kid", "mse", "mae", "nll", "error", "bpd", "kl", "elbo", "distance"}
+LOWER_WORDS = {"loss", "fid", "kid", "mse", "mae", "nll", "error", "bpd", "kl", "elbo", "distance", "mmd"}
 SWEEP_MARKERS = ("multirun.yaml", "sweep_summary.csv", "sweep_summary.json")
 # Config keys whose differences `compare` reports (model.image_size/channels copy data's: left out).
 COMPARED_CONFIG = re.compile(
@@ -237,6 +237,8 @@ def config_differences(runs: list[RunRecord], limit: int = 5) -> list[str]:
     varied), as k=v text. Callbacks, loggers and paths are left out: they move no numbers."""
     flat = [flatten(r.config) for r in runs]
     keys = sorted({k for f in flat for k in f if COMPARED_CONFIG.search(k) and not k.endswith("_target_")})
+    # a key only some runs have (another family's settings) is told by the family column already
+    keys = [k for k in keys if all(k in f for f in flat)]
     differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
     texts = []
     for f in flat:
@@ -290,6 +292,11 @@ def metric_columns(runs: list[RunRecord], chosen: list[str] | None) -> list[str]
     return sorted(keys, key=order)
 
 
+def is_loss(key: str) -> bool:
+    name = key.split("/", 1)[1] if key.startswith(("train/", "val/", "test/")) else key
+    return name == "loss" or name.startswith("loss_")
+
+
 def best_runs(runs: list[RunRecord], column: str) -> set[int]:
     """Indices of the runs holding the best value of `column` (ties all count); empty when undecidable."""
     direction = metric_direction(column)
@@ -297,6 +304,8 @@ def best_runs(runs: list[RunRecord], column: str) -> set[int]:
     values = [(i, v) for i, v in values if v is not None]
     if direction is None or len(values) < 2:
         return set()
+    if is_loss(column) and len({runs[i].family for i, _ in values}) > 1:
+        return set()  # each family's loss is its own objective (an ELBO, a GAN loss...): not comparable
     best = (min if direction == "min" else max)(v for _, v in values)
     return {i for i, v in values if v == best}
 
@@ -411,13 +420,18 @@ def plot_curves(runs: list[RunRecord], frames: list, metrics: list[str], folder:
             if s:
                 ax.plot(*s, marker="o", markersize=3.5, linewidth=1.8, color=colors[i % len(colors)],
                         label=f"{run.name} ({run.family})")  # fmt: skip
+        last_epoch = max(e for _, s in series if s for e in s[0])
+        ax.set_xlim(0.5, last_epoch + 0.5)  # one-epoch runs: a point in a readable frame, not at ±0.04
+        values = [v for _, s in series if s for v in s[1]]
+        if min(values) > 0 and max(values) / min(values) > 50:  # e.g. different families' losses
+            ax.set_yscale("log")
         direction = metric_direction(metric)
         hint = {"min": "  (lower is better)", "max": "  (higher is better)"}.get(direction or "", "")
         ax.set_title(f"{metric}{hint}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(range(1, last_epoch + 1, max(1, last_epoch // 10)))
         ax.legend(fontsize=7, frameon=False)
         fig.tight_layout()
         path = folder / (re.sub(r"[^A-Za-z0-9]+", "_", metric).strip("_") + ".png")
@@ -425,3 +439,25 @@ def plot_curves(runs: list[RunRecord], frames: list, metrics: list[str], folder:
         plt.close(fig)
         written[metric] = path
     return written
+
+
+def anomaly_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per (anomaly run, score): held-out classes, AUROC and AUPRC, the best AUROC marked."""
+    rows = []
+    for run in runs:
+        info = run.payload.get("anomaly")
+        if not info:
+            continue
+        for score in info.get("scores", []):
+            rows.append({
+                "run": run.name,
+                "family": run.family,
+                "held out": short(info.get("anomaly_classes")),
+                "score": score,
+                "auroc": run.metrics.get(f"test/auroc/{score}"),
+                "auprc": run.metrics.get(f"test/auprc/{score}"),
+            })  # fmt: skip
+    scored = [r["auroc"] for r in rows if r["auroc"] is not None]
+    for row in rows:
+        row["best"] = len(rows) > 1 and row["auroc"] is not None and row["auroc"] == max(scored)
+    return rows

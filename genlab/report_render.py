@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from genlab.report import RunRecord, best_runs, metric_direction, short
+from genlab.report import RunRecord, anomaly_rows, best_runs, metric_direction, short
 
 ARROWS = {"min": "↓", "max": "↑"}
 IMAGE_KINDS = ("samples", "interpolation", "reconstructions", "anomaly scores", "most anomalous")
@@ -62,6 +62,21 @@ def column_header(column: str) -> str:
     return f"{column} {arrow}".strip()
 
 
+ANOMALY_HEADER = ["run", "family", "held out", "score", "AUROC ↑", "AUPRC ↑"]
+
+
+def anomaly_cells(row: dict) -> list[str]:
+    star = " ★" if row["best"] else ""
+    return [
+        row["run"],
+        row["family"],
+        row["held out"],
+        row["score"],
+        short(row["auroc"]) + star,
+        short(row["auprc"]),
+    ]
+
+
 # -- markdown -----------------------------------------------------------------------------------------
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     def cell(text: str) -> str:
@@ -89,7 +104,13 @@ def render_markdown(
             ),
             "",
         ]
-    out += ["## Metrics", "", "★ best in its column (↓ lower is better, ↑ higher is better).", ""]
+    out += [
+        "## Metrics",
+        "",
+        "★ best in its column (↓ lower is better, ↑ higher is better); losses get a ★ only among runs of "
+        "one family, since each family has its own loss.",
+        "",
+    ]
     rows = []
     for i, run in enumerate(c.runs):
         row = [run.name]
@@ -99,6 +120,10 @@ def render_markdown(
             row.append(f"**{text} ★**" if i in best[column] else text)
         rows.append(row)
     out += [md_table(["run", *[column_header(col) for col in c.columns]], rows), ""]
+    anomalies = anomaly_rows(c.runs)
+    if anomalies:
+        out += ["## Anomaly detection", "", "AUROC 0.5 is chance; ★ the best score overall.", ""]
+        out += [md_table(ANOMALY_HEADER, [anomaly_cells(r) for r in anomalies]), ""]
     if curve_files:
         out += ["## Training curves", ""]
         out += [f"![{metric}]({path})" for metric, path in curve_files.items()]
@@ -136,7 +161,7 @@ th { background: #f6f8fa; font-weight: 600; white-space: normal; vertical-align:
 th:first-child, td:first-child { text-align: left; position: sticky; left: 0; background: inherit; }
 tr { background: #fff; }
 td.text { text-align: left; white-space: normal; }
-#runs th { text-align: left; }
+#runs th, #anomaly th { text-align: left; }
 td.best { background: #dafbe1; font-weight: 700; color: #116329; }
 td.missing { color: #8c959f; }
 .warn { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 8px; padding: 10px 14px; }
@@ -211,8 +236,20 @@ def render_html(c: Comparison) -> str:
         parts.append(f"<tr data-run='{e(run.name)}'>" + "".join(cells) + "</tr>")
     parts.append(
         "</table></div><p class='legend'>★ best in its column · ↓ lower is better · ↑ higher is better · "
-        "— not measured</p>"
+        "— not measured · losses get a ★ only among runs of one family (each family has its own loss)</p>"
     )
+    # Anomaly detection: one row per score, easier to read than the sparse per-score metric columns
+    anomalies = anomaly_rows(c.runs)
+    if anomalies:
+        parts.append("<h2>Anomaly detection</h2><div class='card scroll'><table id='anomaly'><tr>")
+        parts.append("".join(f"<th>{e(h)}</th>" for h in ANOMALY_HEADER) + "</tr>")
+        for row in anomalies:
+            cells = anomaly_cells(row)
+            parts.append(
+                "<tr>" + "".join(f"<td class='text'>{e(v)}</td>" for v in cells[:4])
+                + f"<td class='{'best' if row['best'] else ''}'>{e(cells[4])}</td><td>{e(cells[5])}</td></tr>"
+            )  # fmt: skip
+        parts.append("</table></div><p class='legend'>AUROC 0.5 is chance · ★ the best score overall</p>")
     # Curves
     if c.curves:
         parts.append("<h2>Training curves</h2><div class='curves'>")
@@ -262,7 +299,8 @@ def print_console(c: Comparison, report_dir: Path) -> None:
     if len(c.runs) <= 6:  # a few runs: one column per run fits a terminal better than one per metric
         table.add_column("metric", style="bold")
         for run in c.runs:
-            table.add_column(f"{run.name}\n{run.family}", justify="right")
+            header = run.name if run.name == run.family else f"{run.name}\n{run.family}"
+            table.add_column(header, justify="right")
         for column in c.columns:
             table.add_row(column_header(column), *(cell(i, column) for i in range(len(c.runs))))
     else:

@@ -180,3 +180,16 @@ def test_interpolation_strips_are_found_inside_the_run_or_by_their_checkpoint(va
     (run / "interpolate").mkdir()
     shutil.copyfile(strip, run / "interpolate" / "interpolation_lerp.png")
     assert find_images(read_run(run))["interpolation"] == run / "interpolate" / "interpolation_lerp.png"
+
+
+def test_best_marker_compares_losses_only_within_one_family(vae_smoke_run):
+    from genlab.report import best_runs
+
+    vae, gan, other_vae = (read_run(vae_smoke_run) for _ in range(3))
+    gan.family = "gan"
+    vae.metrics, gan.metrics, other_vae.metrics = {"val/loss": 100.0}, {"val/loss": 1.0}, {"val/loss": 90.0}
+    for run in (vae, gan, other_vae):
+        run.metrics["val/recon_mse"] = run.metrics["val/loss"] / 1000
+    assert best_runs([vae, gan], "val/loss") == set()  # an ELBO and a GAN loss do not compete
+    assert best_runs([vae, gan], "val/recon_mse") == {1}  # a shared metric does
+    assert best_runs([vae, other_vae], "val/loss") == {1}
