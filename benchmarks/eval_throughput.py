@@ -144,16 +144,16 @@ def max_rel_deviation(features, reference) -> float:
     return float((features - reference).abs().max() / reference.abs().max())
 
 
-def levers(k: int, batch_size: int, reps: int = 2) -> dict:
+def levers(module, k: int, batch_size: int, reps: int = 2) -> tuple[dict, object]:
     """Each lever alone on the same k images against genlab's extraction (genlab.metrics.evaluate.extract),
-    run round-robin `reps` times; the fastest run of each counts (the least disturbed by other load)."""
+    run round-robin `reps` times; the fastest run of each counts (the least disturbed by other load).
+    Returns the result and the frozen network (reused by the combined pass)."""
     import torch
 
     from genlab.metrics.evaluate import extract
 
-    module = inception()
     if not hasattr(module.net, "net"):
-        return {"skipped": f"levers need the TorchScript Inception; genlab resolved {module.source}"}
+        return {"skipped": f"levers need the TorchScript Inception; genlab resolved {module.source}"}, None
     script = module.net.net  # the TorchScript network inside genlab's wrapper
     real, _, _ = images(k)
     threads = torch.get_num_threads()
@@ -199,7 +199,13 @@ def levers(k: int, batch_size: int, reps: int = 2) -> dict:
             "speedup_vs_genlab": base_s / seconds,
             "max_rel_feature_deviation": max_rel_deviation(features, reference),
         }
-    return {"images": k, "batch_size": batch_size, "default_threads": threads, "reps": reps, "variants": out}
+    return {
+        "images": k,
+        "batch_size": batch_size,
+        "default_threads": threads,
+        "reps": reps,
+        "variants": out,
+    }, optimised
 
 
 def best_levers(lever_result: dict) -> dict:
@@ -235,11 +241,13 @@ def benchmark(n: int = 100, batch_size: int = 100, lever_images: int = 16, lever
             module, real, fake, batch_size, cache, identity
         )
         repeat_fid, repeat_s, _, repeat_cache = genlab_fid(module, real, fake, batch_size, cache, identity)
-    lever_result = levers(lever_images, min(batch_size, lever_images), lever_reps)
+    lever_result, optimised = levers(module, lever_images, min(batch_size, lever_images), lever_reps)
     switches = best_levers(lever_result)
     combined = None
     if "variants" in lever_result:
-        net = frozen(module.weights_path, switches["channels_last"]) if switches["frozen"] else module.net.net
+        net = module.net.net
+        if switches["frozen"]:
+            net = frozen(module.weights_path, channels_last=True) if switches["channels_last"] else optimised
         flags = {k: v for k, v in switches.items() if k != "frozen"}
         lever_features(net, real[:2], batch_size, **flags)  # warm-up
         feats, combined_s = timed(

@@ -36,7 +36,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     if name == "startup":
         from benchmarks import startup
 
-        return startup.benchmark(1 if tiny else args.repetitions, profile=args.profile, warm=not tiny)
+        if tiny:
+            return startup.benchmark(1, profile=None, warm=False)
+        return startup.benchmark(args.repetitions, profile=args.profile)
     if name == "eval_throughput":
         from benchmarks import eval_throughput
 

@@ -40,7 +40,7 @@ def test_import_tree_attributes_extra_packages_to_the_genlab_module_importing_th
         startup.import_tree("\n".join(smoke)), startup.import_tree("\n".join(floor))
     )
     assert [(e["package"], e["cumulative_ms"], e["imported_by"]) for e in extras] == [
-        ("wandb", 0.06, ["genlab.loggers"])
+        ("wandb", 0.06, ["genlab.loggers"]),
     ]
     assert genlab_costs == [{"module": "genlab.loggers", "cumulative_ms": 0.085, "self_ms": 0.02}]
 
