@@ -279,7 +279,7 @@ def _lr_keys(node: Any, prefix: str) -> list[str]:
 
 
 def check_sweep_composes(
-    config_dir: Path, config_name: str, overrides: list[str], max_jobs: int = 200
+    config_dir: Path, config_name: str, overrides: list[str], max_jobs: int = 64
 ) -> None:
     """Compose every job of a command-line sweep up front, so a key one family lacks (a VAE-GAN has
     model.optimizer_enc/dec/disc, not model.optimizer) is one clear error before any job runs, not a
@@ -290,7 +290,14 @@ def check_sweep_composes(
 
     if any(o.startswith("hparams_search=") or o.startswith("hydra/sweeper=") for o in overrides):
         return  # a sweeper plugin chooses the jobs itself
-    jobs = expand_sweep(overrides)
+    # whether a key exists depends on the config groups chosen, not on the values swept: compose one job
+    # per combination of group choices (a 100-job lr x beta grid is one composition)
+    jobs, seen = [], set()
+    for job in expand_sweep(overrides):
+        signature = tuple(o if "." not in o.split("=", 1)[0] else o.split("=", 1)[0] for o in job)
+        if signature not in seen:
+            seen.add(signature)
+            jobs.append(job)
     if len(jobs) > max_jobs:
         return
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=config_name):
