@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> None:
             f"== {name}: {verdict(result.get('passed'))} in {result['benchmark_wall_s']:.0f} s -> {path}",
             flush=True,
         )
-    report = args.results_dir / "RESULTS.md"
-    report.write_text(results_markdown(args.results_dir))
-    print(f"written: {report}")
+        # after every benchmark, so an interrupted run keeps what it has measured
+        (args.results_dir / "RESULTS.md").write_text(results_markdown(args.results_dir))
+    print(f"written: {args.results_dir / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":

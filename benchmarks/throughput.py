@@ -298,8 +298,38 @@ def run_side(side: str, model, loader, cfg, warmup: int, optimizers_cache: dict)
     return HAND_LOOPS[model.family](model, loader, optimizers_cache["hand"], warmup)
 
 
-def interleaved(family: str, rounds: int, steps: int, warmup: int, batch_size: int) -> dict:
-    """A/B, B/A, ... rounds in this process; per-round images/second of both sides."""
+def framework_profile(model, loader, cfg, warmup: int, top: int = 30) -> list[dict]:
+    """cProfile of one genlab epoch: the Lightning/genlab/torchmetrics Python functions with the most own
+    time (time in their Python bodies, not in what they call: the framework's share, since the torch
+    kernels are the same on both sides)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(genlab_epoch, model, loader, cfg, warmup)
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (file, line, func), (calls, _, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if any(
+            part in file for part in ("pytorch_lightning", "lightning_fabric", "torchmetrics", "/genlab/")
+        ):
+            short = file.split("site-packages/")[-1]
+            rows.append(
+                {
+                    "function": f"{short}:{line}({func})",
+                    "calls": calls,
+                    "own_s": own,
+                    "cumulative_s": cumulative,
+                }
+            )
+    return sorted(rows, key=lambda r: -r["own_s"])[:top]
+
+
+def interleaved(
+    family: str, rounds: int, steps: int, warmup: int, batch_size: int, profile_below: float | None = None
+) -> dict:
+    """A/B, B/A, ... rounds in this process; per-round images/second of both sides. When the median ratio
+    falls below `profile_below`, one more genlab epoch runs under cProfile."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg, model, loader, source = setup(family, steps, batch_size, tmp)
         cache: dict = {}
@@ -310,7 +340,10 @@ def interleaved(family: str, rounds: int, steps: int, warmup: int, batch_size: i
             order = ("genlab", "hand") if r % 2 == 0 else ("hand", "genlab")
             speeds = {side: run_side(side, model, loader, cfg, warmup, cache) for side in order}
             per_round.append({**speeds, "ratio": speeds["genlab"] / speeds["hand"], "order": "/".join(order)})
-    return {"data": source, "rounds": per_round}
+        result = {"data": source, "rounds": per_round}
+        if profile_below is not None and median([r["ratio"] for r in per_round]) < profile_below:
+            result["profile"] = framework_profile(model, loader, cfg, warmup)
+    return result
 
 
 def worker(family: str, side: str, steps: int, warmup: int, batch_size: int) -> dict:
@@ -340,7 +373,7 @@ def benchmark(
 
     results, rows = {}, []
     for family in families:
-        family_result = interleaved(family, rounds, steps, warmup, batch_size)
+        family_result = interleaved(family, rounds, steps, warmup, batch_size, profile_below=TARGET)
         ratios = [r["ratio"] for r in family_result["rounds"]]
         memory = {
             side: run_json_child(
@@ -365,6 +398,9 @@ def benchmark(
             memory=memory,
             passed=median(ratios) >= TARGET,
         )
+        ms_genlab = 1000 * batch_size / family_result["genlab_images_per_s"]
+        ms_hand = 1000 * batch_size / family_result["hand_images_per_s"]
+        family_result.update(ms_per_step_genlab=ms_genlab, ms_per_step_hand=ms_hand)
         results[family] = family_result
         rows.append(
             [
@@ -372,6 +408,7 @@ def benchmark(
                 family_result["genlab_images_per_s"],
                 family_result["hand_images_per_s"],
                 f"{median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})",
+                ms_genlab - ms_hand,
                 memory["genlab"]["training_peak_rss_mb"],
                 memory["hand"]["training_peak_rss_mb"],
                 memory["genlab"]["training_peak_rss_mb"] - memory["genlab"]["rss_before_training_mb"],
@@ -385,6 +422,7 @@ def benchmark(
             "genlab img/s",
             "hand loop img/s",
             "ratio median (min–max)",
+            "genlab overhead ms/step",
             "genlab peak RSS MiB",
             "hand peak RSS MiB",
             "genlab: added by training MiB",
