@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from genlab.commands._runner import run_command
-from genlab.errors import CheckpointError
+from genlab.errors import CheckpointError, ConfigError
 
 
 def settings_from_config(metrics_cfg, **changes):
@@ -58,6 +58,11 @@ def evaluate(cfg) -> dict:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
+        raise ConfigError(
+            "genlab eval needs a checkpoint: ckpt=<path>, "
+            "e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt."
+        )
     start = time.perf_counter()
     model = load_model(cfg.ckpt)
     run_config = model.run_config or {}
