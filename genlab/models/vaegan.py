@@ -1,15 +1,18 @@
 """VAE-GAN (Larsen, Sønderby, Larochelle & Winther 2016, "Autoencoding beyond pixels using a learned
 similarity metric"): a VAE whose reconstruction error is measured in a GAN discriminator's feature space.
 
-Three networks and three losses (paper sec. 2.2, Algorithm 1):
+Three networks and three losses (paper sec. 2 and its Algorithm 1):
 - encoder q(z|x), penalised by the prior loss L_prior = KL(q(z|x) || p(z));
 - decoder = generator, reconstructing x as x̃ = Dec(z), z ~ q(z|x);
 - discriminator Dis, whose activations Dis_l at layer l define the reconstruction likelihood
   L_llike^Dis_l = -E_q[log N(Dis_l(x) | Dis_l(x̃), I)], and whose output defines the GAN loss on real
   images, reconstructions x̃ and prior samples Dec(z_p), z_p ~ N(0, I).
 Updates: encoder by L_prior + L_llike, decoder by γ·L_llike − L_GAN, discriminator by L_GAN; each network
-has its own optimizer (manual optimization). The GAN loss never reaches the encoder (the authors' code
-zeroes that gradient), and L_llike never trains the discriminator (Algorithm 1).
+has its own optimizer (manual optimization). The decoder's −L_GAN term is the chosen GAN loss's generator
+side: for `ns`, the non-saturating −log Dis(x̃) (Goodfellow et al. 2014, sec. 3) in place of the saturating
+log(1 − Dis(x̃)), which gives the decoder almost no gradient while the discriminator wins. The GAN loss
+never reaches the encoder (the authors' code zeroes that gradient), and L_llike never trains the
+discriminator (Algorithm 1).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ VAEGAN_LOSSES = ("ns", "hinge")
 
 
 def feature_nll(fake_features: torch.Tensor, real_features: torch.Tensor) -> torch.Tensor:
-    """-log N(Dis_l(x) | Dis_l(x̃), I) per image, summed over the layer's units (Larsen et al. 2016, eq. 6)."""
+    """-log N(Dis_l(x) | Dis_l(x̃), I) per image, summed over the layer's units (Larsen et al. sec. 2)."""
     return gaussian_nll(fake_features, real_features, 1.0).flatten(1).sum(1)
 
 
@@ -193,7 +196,7 @@ class VAEGAN(GenerativeModel):
         if update_dec:
             opt_dec.step()
 
-        # Discriminator: L_GAN on real vs. reconstructed and prior images (both fakes, as in eq. 9).
+        # Discriminator: L_GAN on real vs. reconstructed and prior images (both count as fakes, sec. 2).
         fakes = torch.cat([x_recon, x_prior]).detach()
         d_logits = self.discriminator(torch.cat([x, fakes])).flatten()
         loss_gan_d = self.d_loss_fn(d_logits[:n], d_logits[n:])
