@@ -193,3 +193,22 @@ def test_best_marker_compares_losses_only_within_one_family(vae_smoke_run):
     assert best_runs([vae, gan], "val/loss") == set()  # an ELBO and a GAN loss do not compete
     assert best_runs([vae, gan], "val/recon_mse") == {1}  # a shared metric does
     assert best_runs([vae, other_vae], "val/loss") == {1}
+
+
+def test_anomaly_rows_list_every_score_and_star_the_best_auroc(vae_smoke_run):
+    from genlab.report import anomaly_rows
+
+    vae, gan = read_run(vae_smoke_run), read_run(vae_smoke_run)
+    gan.name, gan.family = "gan_run", "gan"
+    vae.payload = {**vae.payload, "anomaly": {"anomaly_classes": [9], "scores": ["recon_error", "neg_elbo"]}}
+    gan.payload = {**gan.payload, "anomaly": {"anomaly_classes": [9], "scores": ["disc_score"]}}
+    vae.metrics = {"test/auroc/recon_error": 0.8, "test/auprc/recon_error": 0.3, "test/auroc/neg_elbo": 0.6}
+    gan.metrics = {"test/auroc/disc_score": 0.4, "test/auprc/disc_score": 0.1}
+    rows = anomaly_rows([vae, gan])
+    assert [(r["score"], r["auroc"], r["best"]) for r in rows] == [
+        ("recon_error", 0.8, True),
+        ("neg_elbo", 0.6, False),
+        ("disc_score", 0.4, False),
+    ]
+    assert rows[0]["held out"] == "[9]" and rows[1]["auprc"] is None
+    assert anomaly_rows([read_run(vae_smoke_run)]) == []  # a plain training run has no anomaly section
