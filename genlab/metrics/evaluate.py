@@ -149,13 +149,19 @@ def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(fid.compute())
 
 
+def kid_subset(subset_size: int, n_real: int, n_fake: int) -> int:
+    """KID's subset size, at most half of each set: subsets as large as the sets would all be the same
+    sample, and the reported standard deviation would be a meaningless 0."""
+    return max(2, min(subset_size, n_real // 2, n_fake // 2))
+
+
 def kid_from_features(
     real: torch.Tensor, fake: torch.Tensor, subsets: int, subset_size: int, seed: int
 ) -> tuple[float, float]:
     """torchmetrics' KernelInceptionDistance (Bińkowski et al. 2018) on feature vectors; subsets seeded."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    size = min(subset_size, len(real), len(fake))
+    size = kid_subset(subset_size, len(real), len(fake))
     kid = KernelInceptionDistance(
         feature=PrecomputedFeatures(real.shape[1]), subsets=subsets, subset_size=size
     )
@@ -317,7 +323,7 @@ def evaluate_model(
         n_fake=len(fake),
         seed=settings.seed,
         kid_subsets=settings.kid_subsets,
-        kid_subset_size=min(settings.kid_subset_size, n_real, len(fake)),
+        kid_subset_size=kid_subset(settings.kid_subset_size, n_real, len(fake)),
         is_splits=settings.is_splits,
         pr_k=settings.pr_k,
         reference_cache=reference.cache,
