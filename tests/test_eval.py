@@ -103,6 +103,7 @@ def test_eval_inception_backbone_reports_no_inception_score(vae_smoke_run, tmp_p
     assert "no 1008-class head" in metrics["notes"]["inception_score"]
 
 
+@pytest.mark.slow
 def test_eval_errors_are_one_paragraph(vae_smoke_run, tmp_path):
     proc = run_genlab("eval", f"ckpt={tmp_path / 'missing.ckpt'}", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
