@@ -281,9 +281,8 @@ def _lr_keys(node: Any, prefix: str) -> list[str]:
 def check_sweep_composes(
     config_dir: Path, config_name: str, overrides: list[str], max_jobs: int = 64
 ) -> None:
-    """Compose every job of a command-line sweep up front, so a key one family lacks (a VAE-GAN has
-    model.optimizer_enc/dec/disc, not model.optimizer) is one clear error before any job runs, not a
-    crash half-way through the sweep."""
+    """Compose every job of a command-line sweep up front, so a key one family lacks (a GAN has no
+    model.beta) is one clear error before any job runs, not a crash half-way through the sweep."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

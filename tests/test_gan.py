@@ -112,7 +112,7 @@ def test_separate_optimizers_only_change_their_own_network():
     assert changed(d0, model.discriminator) and not changed(g0, model.generator)
     # A generator step must not move the discriminator, although its loss backpropagates through it.
     frozen_d = partial(torch.optim.SGD, lr=0.0)
-    model = points_gan(optimizer_d=frozen_d, optimizer_g=partial(torch.optim.Adam, lr=1e-2))
+    model = points_gan(optimizer_d=frozen_d, optimizer=partial(torch.optim.Adam, lr=1e-2))
     g0, d0 = snapshot(model.generator), snapshot(model.discriminator)
     quiet_trainer(limit_train_batches=2, limit_val_batches=0).fit(model, datamodule=data)
     assert changed(g0, model.generator) and not changed(d0, model.discriminator)

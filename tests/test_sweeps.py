@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from genlab.sweep import expand_sweep, next_job_number, reruns_command_for_ranks
+from genlab.cli import conf_dir
+from genlab.sweep import check_sweep_composes, expand_sweep, next_job_number, reruns_command_for_ranks
 
 from .conftest import run_genlab
 
@@ -127,8 +128,8 @@ def test_sweep_over_a_key_one_family_lacks_is_refused_before_any_job(tmp_path):
     proc = run_genlab(
         "train",
         "-m",
-        "model=vae,vaegan",
-        "model.optimizer.lr=1e-4,3e-4",
+        "model=vae,gan",
+        "model.beta=0.5,1.0",
         *FAST,
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         cwd=tmp_path,
@@ -136,8 +137,14 @@ def test_sweep_over_a_key_one_family_lacks_is_refused_before_any_job(tmp_path):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     err = " ".join(proc.stderr.split())
-    assert "model=vaegan model.optimizer.lr=0.0001" in err and "model.optimizer_enc.lr" in err
+    assert "model=gan model.beta=0.5" in err and "model.beta" in err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_the_product_sweep_over_all_families_composes():
+    # `genlab train -m model=vae,gan,vaegan model.optimizer.lr=1e-4,3e-4`: model.optimizer is the generative
+    # network's optimizer in every family, so every job composes (raises otherwise)
+    check_sweep_composes(conf_dir(), "train", ["-m", "model=vae,gan,vaegan", "model.optimizer.lr=1e-4,3e-4"])
 
 
 def test_ddp_in_multirun_is_refused_naming_ddp_spawn(tmp_path):

@@ -69,10 +69,12 @@ class GAN(GenerativeModel):
         grad_clip: float | None = None,
         n_fixed: int = 64,
         n_eval_points: int = 2500,
-        optimizer_g: OptimizerFactory | None = None,
+        optimizer: OptimizerFactory | None = None,
         optimizer_d: OptimizerFactory | None = None,
     ) -> None:
-        super().__init__(None)
+        super().__init__(
+            optimizer
+        )  # `optimizer` is the generator's (model.optimizer.lr is the same key in every family)
         if loss not in GAN_LOSSES:
             raise bad_choice("model.loss", loss, GAN_LOSSES)
         if output not in OUTPUTS:
@@ -90,9 +92,9 @@ class GAN(GenerativeModel):
             raise ConfigError(f"model.ema_decay={ema_decay!r} must lie in [0, 1), e.g. 0.999.")
         if grad_clip is not None and grad_clip <= 0:
             raise ConfigError(f"model.grad_clip={grad_clip!r} must be positive, or null for no clipping.")
-        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
+        self.save_hyperparameters(ignore=["optimizer", "optimizer_d"])
         self.automatic_optimization = False  # Lightning 2.x: one optimizer per network, stepped by hand
-        self.optimizer_g_factory, self.optimizer_d_factory = optimizer_g, optimizer_d
+        self.optimizer_d_factory = optimizer_d
         self.latent_dim = latent_dim
         self.g_steps = 0  # generator updates so far (the EMA warm-up clock); saved with checkpoints
         self.is_image = image_size is not None
@@ -272,9 +274,9 @@ class GAN(GenerativeModel):
             len(x), generator=torch.Generator().manual_seed(batch_idx)
         )  # same noise each epoch
         mmd = mmd2(x, fake)
-        self.log(f"{stage}/mmd", mmd, on_epoch=True, batch_size=len(x))
+        self.log(f"{stage}/mmd", mmd, on_epoch=True, batch_size=len(x), sync_dist=True)
         if self.mixture() is None:
-            self.log(f"{stage}/loss", mmd, on_epoch=True, batch_size=len(x))
+            self.log(f"{stage}/loss", mmd, on_epoch=True, batch_size=len(x), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -301,7 +303,7 @@ class GAN(GenerativeModel):
         self._log_mode_coverage("test")
 
     def configure_optimizers(self):
-        opt_g = self.make_optimizer(self.generator.parameters(), self.optimizer_g_factory, "optimizer_g")
+        opt_g = self.make_optimizer(self.generator.parameters(), name="optimizer")
         opt_d = self.make_optimizer(self.discriminator.parameters(), self.optimizer_d_factory, "optimizer_d")
         return [opt_g, opt_d]
 

@@ -36,7 +36,9 @@ class VAE(GenerativeModel):
         if gaussian_std <= 0:
             raise ConfigError(f"model.gaussian_std={gaussian_std!r} must be positive.")
         if kl_warmup_steps < 0:
-            raise ConfigError(f"model.kl_warmup_steps={kl_warmup_steps!r} must be >= 0 (0 turns warm-up off).")
+            raise ConfigError(
+                f"model.kl_warmup_steps={kl_warmup_steps!r} must be >= 0 (0 turns warm-up off)."
+            )
         self.save_hyperparameters(ignore=["optimizer"])
         self.latent_dim = latent_dim
         self.encoder = ConvEncoder(image_size, channels, 2 * latent_dim, width)
@@ -93,14 +95,18 @@ class VAE(GenerativeModel):
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         losses = self._losses(batch[0], self.kl_weight())
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, on_step=True, on_epoch=True)
+        self.log_dict(
+            {f"train/{k}": v for k, v in losses.items()}, prog_bar=False, on_step=True, on_epoch=True
+        )
         return losses
 
     def _eval_step(self, batch, stage: str) -> None:
         x = batch[0]
         losses = self._losses(x, self.hparams.beta)
         losses["recon_mse"] = F.mse_loss(self.reconstruct(x), x)
-        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, on_epoch=True, batch_size=len(x))
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in losses.items()}, on_epoch=True, batch_size=len(x), sync_dist=True
+        )
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -53,11 +53,12 @@ class VAEGAN(GenerativeModel):
         gan_loss: str = "ns",
         equilibrium: float = 0.68,
         margin: float | None = 0.4,
-        optimizer_enc: OptimizerFactory | None = None,
-        optimizer_dec: OptimizerFactory | None = None,
-        optimizer_disc: OptimizerFactory | None = None,
+        optimizer: OptimizerFactory | None = None,
+        optimizer_d: OptimizerFactory | None = None,
     ) -> None:
-        super().__init__(None)
+        # `optimizer` builds the encoder's and the decoder's (one instance each), `optimizer_d` the
+        # discriminator's: model.optimizer.lr is the same key in every family
+        super().__init__(optimizer)
         if gan_loss not in VAEGAN_LOSSES:
             raise bad_choice("model.gan_loss", gan_loss, VAEGAN_LOSSES)
         if disc_norm not in NORMS:
@@ -77,9 +78,9 @@ class VAEGAN(GenerativeModel):
             raise ConfigError(
                 f"model.margin={margin!r} must be positive, or null to always update every network."
             )
-        self.save_hyperparameters(ignore=["optimizer_enc", "optimizer_dec", "optimizer_disc"])
+        self.save_hyperparameters(ignore=["optimizer", "optimizer_d"])
         self.automatic_optimization = False
-        self.optimizer_factories = {"enc": optimizer_enc, "dec": optimizer_dec, "disc": optimizer_disc}
+        self.optimizer_d_factory = optimizer_d
         self.latent_dim = latent_dim
         self.encoder = ConvEncoder(image_size, channels, 2 * latent_dim, width)
         self.decoder = ConvDecoder(latent_dim, image_size, channels, width)
@@ -235,7 +236,9 @@ class VAEGAN(GenerativeModel):
             # different epochs; pixel reconstruction error can.
             "loss": recon_mse,
         }
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, on_epoch=True, batch_size=len(x))
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in metrics.items()}, on_epoch=True, batch_size=len(x), sync_dist=True
+        )
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -244,8 +247,8 @@ class VAEGAN(GenerativeModel):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        nets = {"enc": self.encoder, "dec": self.decoder, "disc": self.discriminator}
         return [
-            self.make_optimizer(net.parameters(), self.optimizer_factories[key], f"optimizer_{key}")
-            for key, net in nets.items()
+            self.make_optimizer(self.encoder.parameters(), name="optimizer"),
+            self.make_optimizer(self.decoder.parameters(), name="optimizer"),
+            self.make_optimizer(self.discriminator.parameters(), self.optimizer_d_factory, "optimizer_d"),
         ]
