@@ -241,7 +241,10 @@ def benchmark(n: int = 100, batch_size: int = 100, lever_images: int = 16, lever
             module, real, fake, batch_size, cache, identity
         )
         repeat_fid, repeat_s, _, repeat_cache = genlab_fid(module, real, fake, batch_size, cache, identity)
-    lever_result, optimised = levers(module, lever_images, min(batch_size, lever_images), lever_reps)
+    if lever_images > 0:
+        lever_result, optimised = levers(module, lever_images, min(batch_size, lever_images), lever_reps)
+    else:
+        lever_result, optimised = {"skipped": "lever_images=0"}, None
     switches = best_levers(lever_result)
     combined = None
     if "variants" in lever_result:

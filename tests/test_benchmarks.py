@@ -85,7 +85,44 @@ def test_eval_throughput_tiny_compares_fids(tmp_path):
     result = run_tiny("eval_throughput", tmp_path)
     assert result["genlab_first"]["cache"] == "miss" and result["genlab_repeated"]["cache"] == "hit"
     assert result["fid_rel_diff"] < 1e-3  # the same features: genlab's FID equals torchmetrics'
-    assert "frozen + optimize_for_inference" in result["levers"]["variants"]
+    assert result["levers"] == {"skipped": "lever_images=0"}  # too slow for a test with Inception: below
+
+
+def test_eval_levers_keep_the_features_of_a_torchscript_net(tmp_path):
+    """The lever switches (inference_mode, channels-last, frozen graph) on a small TorchScript conv net
+    standing in for Inception: same features; uint8 resizing moves them by rounding only."""
+    import torch
+
+    from benchmarks import eval_throughput
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=8), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(net.eval()), str(path))
+    scripted = torch.jit.load(str(path)).eval()
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    reference = eval_throughput.lever_features(scripted, images, 2)
+    assert reference.shape[0] == 2
+    for flags in ({"inference_mode": True}, {"channels_last": True}):
+        features = eval_throughput.lever_features(scripted, images, 1, **flags)
+        assert eval_throughput.max_rel_deviation(features, reference) < 1e-5
+    frozen = eval_throughput.frozen(path)
+    assert (
+        eval_throughput.max_rel_deviation(eval_throughput.lever_features(frozen, images, 2), reference) < 1e-5
+    )
+    rounded = eval_throughput.lever_features(scripted, images, 2, uint8_resize=True)
+    assert 0 < eval_throughput.max_rel_deviation(rounded, reference) < 0.1
+    variants = {
+        "inference_mode": {"speedup_vs_genlab": 1.1, "max_rel_feature_deviation": 0.0},
+        "uint8 resize before float": {"speedup_vs_genlab": 1.3, "max_rel_feature_deviation": 0.05},
+        "frozen + optimize_for_inference": {"speedup_vs_genlab": 0.9, "max_rel_feature_deviation": 0.0},
+    }
+    switches = eval_throughput.best_levers({"variants": variants})
+    assert switches == {
+        "inference_mode": True,
+        "channels_last": False,
+        "uint8_resize": False,
+        "frozen": False,
+    }
 
 
 @pytest.mark.slow
