@@ -120,7 +120,7 @@ def pick(result: dict, backbone: str, key: str):
 def benchmark(
     budget_min: float = 5.0,
     families: tuple[str, ...] = FAMILIES,
-    inception_n: int = 500,
+    inception_n: int = 300,
     classifier_n: int = 1000,
     train_limit: int | None = None,
     extra_train: list[str] | None = None,
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-min", type=float, default=5.0, help="training wall-clock budget per family")
     parser.add_argument("--families", default=",".join(FAMILIES))
-    parser.add_argument("--inception-n", type=int, default=500, help="real and generated images (0: skip)")
+    parser.add_argument("--inception-n", type=int, default=300, help="real and generated images (0: skip)")
     parser.add_argument("--classifier-n", type=int, default=1000, help="real and generated images (0: skip)")
     parser.add_argument("--train-limit", type=int, default=None)
     parser.add_argument("--results-dir", type=Path, default=None)

@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--families", default="vae,gan,vaegan")
     # throughput
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     # startup
     parser.add_argument("--repetitions", type=int, default=5)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lever-images", type=int, default=16)
     # quality
     parser.add_argument("--budget-min", type=float, default=5.0, help="quality: training minutes per family")
-    parser.add_argument("--inception-n", type=int, default=500)
+    parser.add_argument("--inception-n", type=int, default=300)
     parser.add_argument("--classifier-n", type=int, default=1000)
     args = parser.parse_args(argv)
 

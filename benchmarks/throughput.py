@@ -364,9 +364,9 @@ def worker(family: str, side: str, steps: int, warmup: int, batch_size: int) -> 
 
 def benchmark(
     families: tuple[str, ...] = FAMILIES,
-    rounds: int = 5,
-    steps: int = 60,
-    warmup: int = 10,
+    rounds: int = 4,
+    steps: int = 25,
+    warmup: int = 3,
     batch_size: int = 128,
 ) -> dict:
     import torch
@@ -457,9 +457,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("FAMILY", "SIDE"))
     parser.add_argument("--families", default=",".join(FAMILIES))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
