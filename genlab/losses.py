@@ -10,15 +10,22 @@ import torch.nn.functional as F
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
-def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent dims (Kingma & Welling 2014, app. B)."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).flatten(1).sum(1).mean()
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor, per_image: bool = False) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent dims (Kingma & Welling 2014, app. B); the batch
+    mean, or one value per image with `per_image`."""
+    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).flatten(1).sum(1)
+    return kl if per_image else kl.mean()
 
 
 def reconstruction_nll(
-    logits: torch.Tensor, target: torch.Tensor, likelihood: str = "bernoulli", std: float = 0.1
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    likelihood: str = "bernoulli",
+    std: float = 0.1,
+    per_image: bool = False,
 ) -> torch.Tensor:
-    """Negative log-likelihood of `target` in [0, 1] under the decoder's output, summed per image.
+    """Negative log-likelihood of `target` in [0, 1] under the decoder's output, summed over pixels; the
+    batch mean, or one value per image with `per_image`.
 
     bernoulli: `logits` parametrise per-pixel Bernoulli probabilities.
     gaussian: sigmoid(logits) is the mean of a Gaussian with fixed standard deviation `std`.
@@ -29,7 +36,8 @@ def reconstruction_nll(
         nll = gaussian_nll(torch.sigmoid(logits), target, std)
     else:
         raise ValueError(f"likelihood={likelihood!r}; valid choices: {', '.join(LIKELIHOODS)}")
-    return nll.flatten(1).sum(1).mean()
+    nll = nll.flatten(1).sum(1)
+    return nll if per_image else nll.mean()
 
 
 def gaussian_nll(mean: torch.Tensor, target: torch.Tensor, std: float = 1.0) -> torch.Tensor:

@@ -64,6 +64,36 @@ class GenerativeModel(pl.LightningModule):
         self.run_config = (checkpoint.get("genlab") or {}).get("config")
 
 
+class GaussianEncoderDecoder(GenerativeModel):
+    """A family with a Gaussian encoder q(z|x) = N(mu, exp(logvar)) and a decoder whose sigmoid output is
+    the image (VAE, VAE-GAN). Subclasses set `encoder` (x -> 2·latent_dim), `decoder` and `latent_dim`."""
+
+    has_encoder: ClassVar[bool] = True
+    encoder: torch.nn.Module
+    decoder: torch.nn.Module
+    latent_dim: int
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [0, 1]."""
+        return torch.sigmoid(self.decoder(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean."""
+        return self.decode(self.encode(x)[0])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images from the prior; pass a seeded CPU `generator` for the same images every call."""
+        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
+
+    def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
+        """Squared error of the reconstruction, summed over pixels: one value per image."""
+        return (self.reconstruct(x) - x).pow(2).flatten(1).sum(1)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict, or a CheckpointError naming the path and what is wrong with it."""
     path = Path(str(path)).expanduser()

@@ -7,14 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from genlab.errors import ConfigError, bad_choice
-from genlab.losses import LIKELIHOODS, gaussian_nll, kl_standard_normal, reconstruction_nll
-from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.losses import LIKELIHOODS, kl_standard_normal, reconstruction_nll
+from genlab.models.base import GaussianEncoderDecoder, OptimizerFactory
 from genlab.nets import ConvDecoder, ConvEncoder
 
 
-class VAE(GenerativeModel):
+class VAE(GaussianEncoderDecoder):
     family = "vae"
-    has_encoder = True
 
     def __init__(
         self,
@@ -44,22 +43,7 @@ class VAE(GenerativeModel):
         self.encoder = ConvEncoder(image_size, channels, 2 * latent_dim, width)
         self.decoder = ConvDecoder(latent_dim, image_size, channels, width)
 
-    # -- what a user does with a trained model ---------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar.clamp(-30.0, 20.0)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents -> images in [0, 1] (the likelihood's mean)."""
-        return torch.sigmoid(self.decoder(z))
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x)[0])
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images from the prior; pass a seeded CPU `generator` for the same images every call."""
-        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
-
+    # encode, decode, reconstruct and sample come from GaussianEncoderDecoder
     @torch.no_grad()
     def anomaly_scores(self, x: torch.Tensor, n_samples: int = 4) -> dict[str, torch.Tensor]:
         """Per-image anomaly scores, higher = more anomalous (An & Cho 2015, "Variational autoencoder
@@ -67,17 +51,18 @@ class VAE(GenerativeModel):
         `recon_error`: squared error of the reconstruction from the posterior mean, summed over pixels;
         `neg_elbo`: -ELBO = E_q[-log p(x|z)] + KL(q(z|x) || p(z)), the expectation over `n_samples` draws."""
         mu, logvar = self.encode(x)
-        recon_error = (self.decode(mu) - x).pow(2).flatten(1).sum(1)
-        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1)
-        nll = torch.zeros_like(kl)
-        for _ in range(n_samples):
-            logits = self.decoder(mu + torch.randn_like(mu) * (0.5 * logvar).exp())
-            if self.hparams.likelihood == "bernoulli":
-                pixel_nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-            else:
-                pixel_nll = gaussian_nll(torch.sigmoid(logits), x, self.hparams.gaussian_std)
-            nll += pixel_nll.flatten(1).sum(1)
-        return {"recon_error": recon_error, "neg_elbo": nll / n_samples + kl}
+        nll = sum(
+            reconstruction_nll(
+                self.decoder(mu + torch.randn_like(mu) * (0.5 * logvar).exp()),
+                x,
+                self.hparams.likelihood,
+                self.hparams.gaussian_std,
+                per_image=True,
+            )
+            for _ in range(n_samples)
+        )
+        kl = kl_standard_normal(mu, logvar, per_image=True)
+        return {"recon_error": self.reconstruction_error(x), "neg_elbo": nll / n_samples + kl}
 
     # -- training ----------------------------------------------------------------------------------
     def kl_weight(self) -> float:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from genlab.errors import ConfigError, bad_choice
 from genlab.losses import GAN_LOSSES, gaussian_nll, kl_standard_normal
-from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.base import GaussianEncoderDecoder, OptimizerFactory
 from genlab.nets import ConvDecoder, ConvEncoder
 from genlab.nets.conv import NORMS, dcgan_init
 
@@ -35,9 +35,8 @@ def feature_nll(fake_features: torch.Tensor, real_features: torch.Tensor) -> tor
     return gaussian_nll(fake_features, real_features, 1.0).flatten(1).sum(1)
 
 
-class VAEGAN(GenerativeModel):
+class VAEGAN(GaussianEncoderDecoder):
     family = "vaegan"
-    has_encoder = True
 
     def __init__(
         self,
@@ -97,22 +96,7 @@ class VAEGAN(GenerativeModel):
         dcgan_init(self.discriminator)
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[gan_loss]
 
-    # -- what a user does with a trained model ---------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar.clamp(-30.0, 20.0)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents -> images in [0, 1]."""
-        return torch.sigmoid(self.decoder(z))
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x)[0])
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images from the prior; pass a seeded CPU `generator` for the same images every call."""
-        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
-
+    # -- what a user does with a trained model (encode, decode, reconstruct, sample: GaussianEncoderDecoder)
     def layer_features(self, x: torch.Tensor) -> torch.Tensor:
         """Dis_l(x): the discriminator's activations at the feature layer l."""
         return self.discriminator.features(x)[self.feature_index]
