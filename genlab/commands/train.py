@@ -75,7 +75,7 @@ def train(cfg) -> float | None:
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise CheckpointError(
             f"ckpt_path={ckpt_path!r} does not exist. To resume, give a checkpoint of an earlier run, "
-            "e.g. ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt."
+            "e.g. ckpt_path=outputs/train/<date>/<time>/checkpoints/last.ckpt."
         )
     if cfg.get("print_config") and rank_zero_only.rank == 0:
         from genlab.console import print_config_tree

@@ -100,7 +100,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(
             f"ckpt={str(path)!r} does not exist. Give the path of a checkpoint genlab wrote, e.g. "
-            "outputs/<date>/<time>/checkpoints/last.ckpt."
+            "outputs/train/<date>/<time>/checkpoints/last.ckpt."
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
