@@ -124,6 +124,7 @@ def digits_setup(tmp_path_factory):
     return datamodule, backbone, cache, train_images
 
 
+@pytest.mark.slow
 def test_classifier_is_cached_and_accurate(digits_setup):
     datamodule, backbone, cache, _ = digits_setup
     from genlab.metrics.classifier import classifier_path
@@ -133,6 +134,7 @@ def test_classifier_is_cached_and_accurate(digits_setup):
     assert backbone.feature_dim == 128 and backbone.logits is not None
 
 
+@pytest.mark.slow
 def test_collapsed_generator_gets_class_coverage_one(digits_setup):
     datamodule, backbone, cache, train_images = digits_setup
     settings = EvalSettings(n_real=100, n_fake=100, reconstruction=False)
@@ -148,6 +150,7 @@ def test_collapsed_generator_gets_class_coverage_one(digits_setup):
     assert varied.generation.recall > collapsed.generation.recall
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_reference_cache_hit(digits_setup, tmp_path):
     from genlab.models.vae import VAE
 
