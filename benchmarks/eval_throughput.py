@@ -51,10 +51,10 @@ def images(n: int, seed: int = 0):
     )
 
 
-def inception():
+def inception(feature: int = 2048):
     from genlab.metrics.inception import resolve_inception
 
-    return resolve_inception(download=False)
+    return resolve_inception(feature=feature, download=False)
 
 
 def timed(fn):
@@ -224,14 +224,17 @@ def best_levers(lever_result: dict) -> dict:
     }
 
 
-def benchmark(n: int = 100, batch_size: int = 100, lever_images: int = 16, lever_reps: int = 2) -> dict:
+def benchmark(
+    n: int = 100, batch_size: int = 100, lever_images: int = 16, lever_reps: int = 2, feature: int = 2048
+) -> dict:
+    """feature: Inception feature width (2048 is FID's; the 64-d tap runs only the first layers: tests)."""
     import torch
 
     from genlab.metrics.backbone import sha256_of
     from genlab.metrics.evaluate import fid_from_features
 
     real, fake, source = images(n)
-    module = inception()
+    module = inception(feature)
     identity = f"inception-{module.num_features}-{sha256_of(module.weights_path)[:16]}"
     module(real[:2])  # untimed warm-up of the TorchScript graph
     with tempfile.TemporaryDirectory() as cache:

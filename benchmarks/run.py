@@ -43,7 +43,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         from benchmarks import eval_throughput
 
         if tiny:
-            return eval_throughput.benchmark(n=4, batch_size=4, lever_images=0)  # levers: tested alone
+            # levers are tested alone; the 64-d tap runs only Inception's first layers
+            return eval_throughput.benchmark(n=4, batch_size=4, lever_images=0, feature=64)
         return eval_throughput.benchmark(args.eval_n, args.eval_batch_size, args.lever_images)
     if name == "quality":
         from benchmarks import quality

@@ -277,11 +277,11 @@ def as_list(optimizers) -> list:
     return list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
 
 
-def setup(family: str, steps: int, batch_size: int, tmp: str):
+def setup(family: str, steps: int, batch_size: int, tmp: str, overrides: list[str] | None = None):
     import torch
 
     torch.manual_seed(0)
-    cfg = compose_train_config(family, tmp)
+    cfg = compose_train_config(family, tmp, overrides)
     images, labels, source = data_tensors(steps * batch_size)
     from hydra.utils import instantiate
 
@@ -326,12 +326,18 @@ def framework_profile(model, loader, cfg, warmup: int, top: int = 30) -> list[di
 
 
 def interleaved(
-    family: str, rounds: int, steps: int, warmup: int, batch_size: int, profile_below: float | None = None
+    family: str,
+    rounds: int,
+    steps: int,
+    warmup: int,
+    batch_size: int,
+    profile_below: float | None = None,
+    overrides: list[str] | None = None,
 ) -> dict:
     """A/B, B/A, ... rounds in this process; per-round images/second of both sides. When the median ratio
     falls below `profile_below`, one more genlab epoch runs under cProfile."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, model, loader, source = setup(family, steps, batch_size, tmp)
+        cfg, model, loader, source = setup(family, steps, batch_size, tmp, overrides)
         cache: dict = {}
         run_side("hand", model, loader, cfg, warmup, cache)  # untimed: first-touch allocations of both
         run_side("genlab", model, loader, cfg, warmup, cache)

@@ -66,9 +66,11 @@ def test_throughput_tiny_writes_ratios_and_memory(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["gan", "vaegan"])
-def test_hand_written_loops_run_next_to_the_trainer(family):
-    result = throughput.interleaved(family, rounds=1, steps=3, warmup=1, batch_size=8)
+@pytest.mark.parametrize(
+    "family, narrow", [("gan", ["model.width=8"]), ("vaegan", ["model.width=8", "model.disc_width=8"])]
+)
+def test_hand_written_loops_run_next_to_the_trainer(family, narrow):
+    result = throughput.interleaved(family, rounds=1, steps=3, warmup=1, batch_size=8, overrides=narrow)
     (only,) = result["rounds"]
     assert only["genlab"] > 0 and only["hand"] > 0 and only["ratio"] > 0
 
