@@ -27,7 +27,8 @@ def run_genlab(*args: str, cwd: Path, check: bool = True, timeout: float = 600, 
         [str(GENLAB), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=genlab_env(**env)
     )
     if check and proc.returncode != 0:
-        pytest.fail(f"genlab {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        command = f"genlab {' '.join(args)}"
+        pytest.fail(f"{command} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
 

@@ -13,7 +13,9 @@ class DigitsDataModule(GenlabDataModule):
 
     name = "digits"
 
-    def __init__(self, image_size: int = 16, channels: int = 1, test_fraction: float = 0.15, **kwargs) -> None:
+    def __init__(
+        self, image_size: int = 16, channels: int = 1, test_fraction: float = 0.15, **kwargs
+    ) -> None:
         if channels != 1:
             raise ConfigError(f"data.channels={channels!r}: digits are greyscale. Valid choices: 1.")
         kwargs.setdefault("val_fraction", 0.15)

@@ -12,12 +12,29 @@ from genlab.errors import ConfigError, DataError
 
 # name -> (torchvision class, folder torchvision reads under root, files it needs, native size, channels)
 DATASETS = {
-    "mnist": ("MNIST", "MNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or their .gz)", 28, 1),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", "train-images-idx3-ubyte, "
-                      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or .gz)", 28, 1),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", "data_batch_1..5, test_batch, batches.meta "
-                "(from cifar-10-python.tar.gz)", 32, 3),
+    "mnist": (
+        "MNIST",
+        "MNIST/raw",
+        "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or their .gz)",
+        28,
+        1,
+    ),
+    "fashion_mnist": (
+        "FashionMNIST",
+        "FashionMNIST/raw",
+        "train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or .gz)",
+        28,
+        1,
+    ),
+    "cifar10": (
+        "CIFAR10",
+        "cifar-10-batches-py",
+        "data_batch_1..5, test_batch, batches.meta (from cifar-10-python.tar.gz)",
+        32,
+        3,
+    ),
 }
 
 

@@ -72,7 +72,9 @@ class ConvEncoder(nn.Module):
         in_ch = channels
         for level in range(n):
             out_ch = _width(width, level)
-            layers: list[nn.Module] = [_maybe_sn(nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False), spectral_norm)]
+            layers: list[nn.Module] = [
+                _maybe_sn(nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False), spectral_norm)
+            ]
             if level > 0:  # DCGAN: no normalisation on the first layer
                 layers.append(_norm(norm, out_ch))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
@@ -124,7 +126,11 @@ class ConvDecoder(nn.Module):
         in_ch = self.top_channels
         for level in reversed(range(n - 1)):
             out_ch = _width(width, level)
-            layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False), _norm(norm, out_ch), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False),
+                _norm(norm, out_ch),
+                nn.ReLU(True),
+            ]
             in_ch = out_ch
         layers.append(nn.ConvTranspose2d(in_ch, channels, 4, 2, 1))
         self.body = nn.Sequential(*layers)
