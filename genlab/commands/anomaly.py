@@ -56,16 +56,6 @@ def classes_seen_in_training(trained_data: dict[str, Any], held_out: list[int]) 
     return [c for c in held_out if c not in (anomalous or [])]
 
 
-def pick_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"device={name!r} is not a valid choice. Valid choices: auto, cpu, cuda.")
-    return torch.device(name)
-
-
 def train_normal_model(cfg) -> tuple[Any, dict]:
     """Train on the normal classes with genlab train's own machinery; the model and its metrics.json."""
     from genlab.commands.train import train
@@ -120,7 +110,9 @@ def anomaly(cfg) -> float:
             "no held-out classes: the checkpoint was trained on every class. Name the anomalies with "
             "data.anomaly_classes=[...] (or data.normal_classes=[...])."
         )
-    device = pick_device(cfg.device)
+    from genlab.commands._checkpoint import resolve_device
+
+    device = resolve_device(cfg.device)
     model = model.to(device).eval()
     scored = score_dataset(model.anomaly_scores, datamodule.test_dataloader(), held_out, device)
     if len(scored.is_anomaly.unique()) < 2:
