@@ -13,7 +13,6 @@ A family is a LightningModule with:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -56,7 +55,6 @@ class GenerativeModel(pl.LightningModule):
         checkpoint["genlab"] = {
             "version": __version__,
             "family": self.family,
-            "target": f"{type(self).__module__}.{type(self).__qualname__}",
             "config": self.run_config,
         }
 
@@ -103,7 +101,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "outputs/train/<date>/<time>/checkpoints/last.ckpt."
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint is data (tensors, numbers, strings); unpickling arbitrary objects from a
+        # file someone handed over could run their code
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"ckpt={str(path)!r} could not be read as a PyTorch checkpoint: {exc}") from exc
     if not isinstance(checkpoint, dict) or "genlab" not in checkpoint:
@@ -113,10 +113,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModel:
     """Rebuild the model family stored in a genlab checkpoint, in eval mode, from the file alone."""
+    from genlab.models.registry import family_class
+
     checkpoint = read_checkpoint(path)
-    target = checkpoint["genlab"]["target"]
-    module_name, _, class_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = family_class((checkpoint["genlab"] or {}).get("family"), f"ckpt={str(path)!r}")
     model = cls(**checkpoint.get("hyper_parameters", {}))
     model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)
