@@ -34,7 +34,8 @@ def test_sharpness_ranks_blurred_below_real_and_noise_above(digits):
 
 
 def _decoders(latent_dim: int, size: int = 16):
-    weight = torch.randn(latent_dim, size * size, generator=torch.Generator().manual_seed(0)) / latent_dim**0.5
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(latent_dim, size * size, generator=generator) / latent_dim**0.5
 
     def smooth(z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(z @ weight).view(-1, 1, size, size)
