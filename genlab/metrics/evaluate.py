@@ -17,6 +17,8 @@ from genlab.metrics.class_coverage import ClassCoverage, class_coverage
 from genlab.metrics.precision_recall import precision_recall
 from genlab.metrics.reconstruction import ReconstructionMetrics, reconstruction_metrics
 from genlab.metrics.reference import ReferenceFeatures, reference_features, reference_key
+from genlab.metrics.sharpness import Sharpness, sharpness
+from genlab.metrics.smoothness import DeadZones, PathLength, dead_zones, perceptual_path_length
 
 SPLITS = ("train", "val", "test")
 # torchmetrics warns that KID/IS keep all features in memory: here they are the (small) feature vectors
@@ -43,6 +45,13 @@ class EvalSettings:
     pr_k: int = 3
     n_recon: int = 1000
     reconstruction: bool = True
+    # latent smoothness (families with `decode` and `latent_dim`): perceptual path length pairs (0: off)
+    # and its step ε (Karras et al. 2019); dead zones along `dead_zone_paths` slerp paths (0: off)
+    ppl_pairs: int = 0
+    ppl_epsilon: float = 1e-4
+    dead_zone_paths: int = 0
+    dead_zone_steps: int = 10
+    dead_zone_confidence: float = 0.5
 
 
 @dataclass
@@ -55,6 +64,7 @@ class GenerationMetrics:
     inception_score: float | None = None
     inception_score_std: float | None = None
     class_coverage: ClassCoverage | None = None
+    sharpness: Sharpness | None = None
 
 
 @dataclass
@@ -91,6 +101,8 @@ class EvalResult:
     reconstruction: ReconstructionMetrics | None
     protocol: EvalProtocol
     notes: dict[str, str] = field(default_factory=dict)
+    path_length: PathLength | None = None
+    dead_zones: DeadZones | None = None
 
     def scalars(self) -> dict[str, float | None]:
         """Flat metric name -> value, for metrics.json, loggers and tables."""
@@ -107,6 +119,12 @@ class EvalResult:
         if g.class_coverage is not None:
             out["class_coverage_hit"] = g.class_coverage.classes_hit
             out["class_coverage_kl"] = g.class_coverage.kl_from_uniform
+        if g.sharpness is not None:
+            out["sharpness"] = g.sharpness.ratio
+        if self.path_length is not None:
+            out["ppl"] = self.path_length.ppl
+        if self.dead_zones is not None:
+            out["dead_zone_frac"] = self.dead_zones.fraction
         if self.reconstruction is not None:
             r = self.reconstruction
             out.update({"recon_mse": r.mse, "recon_psnr": r.psnr, "recon_ssim": r.ssim})
@@ -250,6 +268,7 @@ def evaluate_images(
         kid_std=kid_std,
         precision=pr.precision,
         recall=pr.recall,
+        sharpness=sharpness(fake, real()),
     )
     notes = {}
     if backbone.logits is not None:
@@ -296,6 +315,7 @@ def evaluate_model(
 
     description = datamodule.describe()
     generation, reference, notes = evaluate_images(fake, real, backbone, settings, description, cache_dir)
+    path_length, zones = latent_smoothness(model, backbone, reference.features, settings, notes)
     n_real = len(reference.features)  # fewer than asked when the split is smaller
     reconstruction = None
     if getattr(model, "has_encoder", False) and settings.reconstruction:
@@ -332,4 +352,70 @@ def evaluate_model(
         torchmetrics_version=torchmetrics.__version__,
         backbone_details=backbone.details,
     )
-    return EvalResult(generation=generation, reconstruction=reconstruction, protocol=protocol, notes=notes)
+    return EvalResult(
+        generation=generation,
+        reconstruction=reconstruction,
+        protocol=protocol,
+        notes=notes,
+        path_length=path_length,
+        dead_zones=zones,
+    )
+
+
+def latent_smoothness(
+    model, backbone: Backbone, real_features: torch.Tensor, settings: EvalSettings, notes: dict[str, str]
+) -> tuple[PathLength | None, DeadZones | None]:
+    """Perceptual path length and dead-zone share of the model's latent space in the backbone's feature
+    space (the study's smoothness measures); None, with a note, for what is off or does not apply."""
+    if not (settings.ppl_pairs or settings.dead_zone_paths):
+        return None, None
+    if not callable(getattr(model, "decode", None)) or not getattr(model, "latent_dim", None):
+        notes["latent_smoothness"] = f"not computed: the {model.family} family has no decode(z) from a latent"
+        return None, None
+    device = getattr(model, "device", torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            path_length = (
+                perceptual_path_length(
+                    model.decode,
+                    lambda images: extract(backbone.features, images, settings.batch_size),
+                    model.latent_dim,
+                    n_pairs=settings.ppl_pairs,
+                    epsilon=settings.ppl_epsilon,
+                    batch_size=settings.batch_size,
+                    seed=settings.seed,
+                    feature_space=f"{backbone.name} features ({backbone.feature_dim}-d)",
+                    device=device,
+                )
+                if settings.ppl_pairs
+                else None
+            )
+            zones = (
+                dead_zones(
+                    model.decode,
+                    model.latent_dim,
+                    real_features=real_features,
+                    features=lambda images: extract(backbone.features, images, settings.batch_size),
+                    class_logits=(
+                        (lambda images: extract(backbone.logits, images, settings.batch_size))
+                        if backbone.logits is not None
+                        else None
+                    ),
+                    n_paths=settings.dead_zone_paths,
+                    steps=settings.dead_zone_steps,
+                    confidence=settings.dead_zone_confidence,
+                    pr_k=settings.pr_k,
+                    seed=settings.seed,
+                    batch_size=settings.batch_size,
+                    device=device,
+                )
+                if settings.dead_zone_paths
+                else None
+            )
+    finally:
+        model.train(was_training)
+    if zones is not None and zones.unplaced_fraction is None:
+        notes["dead_zones"] = "off-manifold test only: the backbone has no class logits (use the classifier)"
+    return path_length, zones
