@@ -23,6 +23,7 @@ DIRECTIONS = {
     "is": "max",
     "class_coverage_hit": "max",
     "class_coverage_kl": "min",
+    "confident_fraction": "max",
     "recon_mse": "min",
     "recon_psnr": "max",
     "recon_ssim": "max",

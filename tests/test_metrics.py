@@ -13,7 +13,7 @@ from torch import nn
 
 from genlab.errors import ConfigError
 from genlab.metrics import inception
-from genlab.metrics.class_coverage import class_coverage
+from genlab.metrics.class_coverage import class_coverage, confident_fraction
 from genlab.metrics.evaluate import EvalSettings, PrecomputedFeatures, evaluate_model, fid_from_features
 from genlab.metrics.precision_recall import precision_recall
 
@@ -39,6 +39,17 @@ def test_class_coverage_collapsed_and_uniform():
     uniform = torch.eye(10).repeat(5, 1)
     result = class_coverage(uniform)
     assert result.classes_hit == 10 and result.kl_from_uniform == pytest.approx(0.0, abs=1e-12)
+
+
+def test_confident_fraction_counts_samples_at_probability_0_9_or_more():
+    # softmax of (x, 0, ... 0) over 10 classes: top probability e^x / (e^x + 9)
+    logits = torch.zeros(4, 10)
+    logits[0, 1] = 5.0  # p = 0.943: confident
+    logits[1, 2] = 4.0  # p = 0.858: not
+    logits[2, 3] = 10.0  # p = 0.9996: confident
+    assert confident_fraction(logits) == pytest.approx(0.5)  # row 3 (uniform, p = 0.1) is not either
+    assert confident_fraction(logits, threshold=0.8) == pytest.approx(0.75)
+    assert class_coverage(logits).confident_fraction == pytest.approx(0.5)
 
 
 def test_fid_projection_matches_torchmetrics_on_full_features():
@@ -146,6 +157,7 @@ def test_collapsed_generator_gets_class_coverage_one(digits_setup):
     varied = evaluate_model(ReplayGenerator(train_images), datamodule, backbone, settings, cache)
     assert varied.generation.class_coverage.classes_hit >= 9
     assert varied.generation.class_coverage.kl_from_uniform < 0.2
+    assert varied.generation.class_coverage.confident_fraction > 0.9  # real digits are recognisable
     assert varied.generation.fid < collapsed.generation.fid
     assert varied.generation.recall > collapsed.generation.recall
 

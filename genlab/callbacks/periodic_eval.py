@@ -97,5 +97,6 @@ class PeriodicEval(Callback):
         if metrics.class_coverage is not None:
             values["class_coverage_hit"] = float(metrics.class_coverage.classes_hit)
             values["class_coverage_kl"] = metrics.class_coverage.kl_from_uniform
+            values["confident_fraction"] = metrics.class_coverage.confident_fraction
         self.last = {f"val/{k}": float(v) for k, v in values.items()}
         pl_module.log_dict(self.last, on_epoch=True, sync_dist=False)

@@ -119,6 +119,7 @@ class EvalResult:
         if g.class_coverage is not None:
             out["class_coverage_hit"] = g.class_coverage.classes_hit
             out["class_coverage_kl"] = g.class_coverage.kl_from_uniform
+            out["confident_fraction"] = g.class_coverage.confident_fraction
         if g.sharpness is not None:
             out["sharpness"] = g.sharpness.ratio
         if self.path_length is not None:
