@@ -46,12 +46,17 @@ def test_default_config_is_digits_vae_csv(tmp_path):
 def test_data_configs_instantiate(tmp_path, name):
     overrides = [f"data={name}"]
     if name == "image_folder":
+        from PIL import Image
+
+        for i in range(3):
+            Image.new("RGB", (32, 32)).save(tmp_path / f"{i}.png")
         overrides.append(f"data.root={tmp_path}")
     cfg = compose_train(tmp_path, overrides)
     dm = instantiate(cfg.data)
     assert dm.batch_size > 0
     if dm.kind == "image":
-        assert dm.image_size == cfg.data.image_size and dm.channels == cfg.data.channels
+        # image_size null (image_folder): the images' own size
+        assert dm.image_size == (cfg.data.image_size or 32) and dm.channels == cfg.data.channels
 
 
 @pytest.mark.parametrize("name", group_choices("model"))

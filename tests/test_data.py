@@ -49,7 +49,7 @@ def test_real_mnist_loads_through_the_data_module(shared_mnist):
 def test_mnist_resized(shared_mnist):
     dm = MNISTDataModule(root=str(shared_mnist), download=False, image_size=16, train_limit=500)
     dm.setup("fit")
-    assert len(dm.train_set) + len(dm.val_set) == 500
+    assert len(dm.train_set) == 500 and len(dm.val_set) == 56  # val shrinks in proportion (10 % of the total)
     assert dm.train_set[0][0].shape == (1, 16, 16)
 
 
@@ -105,3 +105,142 @@ def test_mixtures(layout, modes, std):
 def test_unknown_mixture_layout():
     with pytest.raises(ConfigError, match="ring, grid"):
         MixtureDataModule(layout="spiral")
+
+
+# -- image folders: layouts, modes, sizes; train_limit and augmentation for every data module --------------
+def save(path, image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def split_folder(root, size: int = 32, n_train: int = 6, n_test: int = 3):
+    """root/train/<class>/*.png and root/test/<class>/*.png: red and blue squares of `size` px."""
+    for split, n in (("train", n_train), ("test", n_test)):
+        for cls, colour in (("blue", (0, 0, 255)), ("red", (255, 0, 0))):
+            for i in range(n):
+                save(root / split / cls / f"{cls}{i}.png", Image.new("RGB", (size, size), colour))
+    return root
+
+
+def test_image_folder_train_test_folders_are_the_split(tmp_path):
+    split_folder(tmp_path)
+    dm = ImageFolderDataModule(root=str(tmp_path), num_workers=0, val_fraction=0.25)
+    dm.setup("fit")
+    assert dm.num_classes == 2  # classes below the split folders, not train/blue, test/red, ...
+    assert dm.image_size == 32  # data.image_size=null keeps the native 32 px
+    test_files = set(dm.test_set.files)
+    assert test_files == set((tmp_path / "test").rglob("*.png"))
+    train_files = {dm.train_set.dataset.files[i] for i in dm.train_set.indices}
+    val_files = {dm.val_set.dataset.files[i] for i in dm.val_set.indices}
+    assert not train_files & test_files and not train_files & val_files
+    assert len(train_files) + len(val_files) == 12 and len(val_files) == 3
+    x, y = dm.test_set[0]
+    assert x.shape == (3, 32, 32) and int(y) == 0 and float(x[2].mean()) == 1.0  # test/blue is class 0
+    # an official val/ folder is used as it is
+    for cls in ("blue", "red"):
+        save(tmp_path / "val" / cls / "v.png", Image.new("RGB", (32, 32), (0, 0, 255)))
+    dm = ImageFolderDataModule(root=str(tmp_path), num_workers=0)
+    dm.setup("fit")
+    assert len(dm.val_set) == 2 and len(dm.train_set) == 12
+
+
+def test_image_folder_stray_images_beside_split_folders_are_an_error(tmp_path):
+    split_folder(tmp_path)
+    save(tmp_path / "extra" / "x.png", Image.new("RGB", (32, 32)))
+    with pytest.raises(DataError, match="lie elsewhere"):
+        ImageFolderDataModule(root=str(tmp_path), num_workers=0)
+
+
+def test_image_folder_converts_every_mode(tmp_path):
+    import numpy as np
+
+    save(tmp_path / "rgba.png", Image.new("RGBA", (8, 8), (255, 0, 0, 0)))  # fully transparent red
+    save(tmp_path / "grey.png", Image.new("L", (8, 8), 128))
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([0, 255, 0] + [0] * 765)
+    save(tmp_path / "palette.png", palette)
+    save(tmp_path / "deep.png", Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)))  # 16-bit grey
+    save(tmp_path / "wide.png", Image.new("RGB", (24, 12), (0, 0, 255)))  # other size and not square
+    with pytest.raises(DataError, match="data.image_size"):
+        ImageFolderDataModule(root=str(tmp_path), num_workers=0)  # mixed sizes: asks for a size
+    for channels in (3, 1):
+        dm = ImageFolderDataModule(root=str(tmp_path), image_size=8, channels=channels, num_workers=0)
+        dm.setup("fit")
+        data = dm.train_set.dataset
+        images = {p.stem: data[i][0] for i, p in enumerate(data.files)}
+        assert all(x.shape == (channels, 8, 8) and 0 <= x.min() and x.max() <= 1 for x in images.values())
+        assert torch.allclose(images["rgba"], torch.ones(channels, 8, 8))  # composited on white
+        assert torch.allclose(images["grey"], torch.full((channels, 8, 8), 128 / 255))
+        assert images["deep"].mean().item() == pytest.approx(0.5, abs=0.01)  # scaled, not clipped at 255
+        if channels == 3:
+            assert images["palette"][:, 0, 0].tolist() == [0.0, 1.0, 0.0]
+            assert images["wide"][:, 4, 4].tolist() == [0.0, 0.0, 1.0]
+        else:  # luma, ITU-R 601
+            assert images["palette"].mean().item() == pytest.approx(0.587, abs=0.01)
+
+
+def test_image_folder_native_size_must_suit_the_nets(tmp_path):
+    for i in range(3):
+        save(tmp_path / f"{i}.png", Image.new("RGB", (20, 20)))  # 20 = 5·4: fine
+    assert ImageFolderDataModule(root=str(tmp_path), num_workers=0).image_size == 20
+    for i in range(3):
+        save(tmp_path / f"{i}.png", Image.new("RGB", (18, 18)))  # 18 = 9·2: the nets cannot build it
+    with pytest.raises(DataError, match=r"18 px.*data.image_size"):
+        ImageFolderDataModule(root=str(tmp_path), num_workers=0)
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    split_folder(tmp_path, n_train=2, n_test=1)
+    (tmp_path / "train" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="broken.png"):
+        ImageFolderDataModule(root=str(tmp_path), num_workers=0)
+    dm = ImageFolderDataModule(root=str(tmp_path), image_size=16, num_workers=0)
+    dm.setup("fit")
+    index = dm.train_set.dataset.files.index(tmp_path / "train" / "red" / "broken.png")
+    with pytest.raises(DataError, match="broken.png"):
+        dm.train_set.dataset[index]
+
+
+def test_train_limit_works_for_every_data_module(tmp_path):
+    split_folder(tmp_path, n_train=20)
+    dm = ImageFolderDataModule(root=str(tmp_path), num_workers=0, train_limit=10)
+    dm.setup("fit")
+    assert len(dm.train_set) == 10 and len(dm.val_set) == 1 and len(dm.test_set) == 6
+    labels = {int(dm.train_set[i][1]) for i in range(10)}
+    assert labels == {0, 1}  # a random subset, not the first files of a sorted folder (all one class)
+    digits = DigitsDataModule(train_limit=100)
+    digits.setup("fit")
+    assert len(digits.train_set) == 100 and len(digits.val_set) == 18 and len(digits.test_set) == 270
+    ring = MixtureDataModule(layout="ring", n_train=1000, train_limit=50)
+    ring.setup("fit")
+    assert len(ring.train_set) == 50
+    with pytest.raises(ConfigError, match="train_limit"):
+        DigitsDataModule(train_limit=0)
+
+
+def test_hflip_augments_training_only(tmp_path):
+    for cls in ("a", "b"):
+        for i in range(4):
+            image = Image.new("RGB", (16, 16), (0, 0, 0))
+            image.paste((255, 255, 255), (0, 0, 8, 16))  # left half white: a flip moves it right
+            save(tmp_path / "train" / cls / f"{i}.png", image)
+            save(tmp_path / "test" / cls / f"{i}.png", image)
+    dm = ImageFolderDataModule(root=str(tmp_path), num_workers=0, augment="hflip", val_fraction=0.25)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    left_white = [bool(dm.train_set[i % len(dm.train_set)][0][:, :, 0].mean() == 1) for i in range(40)]
+    assert 5 < sum(left_white) < 35  # about half of the draws are mirrored
+    for split in (dm.val_set, dm.test_set):
+        assert all(split[i][0][:, :, 0].mean() == 1 for i in range(len(split)))  # never mirrored
+    assert dm.describe()["augment"] == ["hflip"]
+    with pytest.raises(ConfigError, match="mirrored"):
+        DigitsDataModule(augment="hflip")
+    with pytest.raises(ConfigError, match="hflip"):
+        ImageFolderDataModule(root=str(tmp_path), augment="rotate")
+
+
+def test_cifar10_offline_points_to_the_image_folder_route(tmp_path):
+    from genlab.data.torchvision_sets import CIFAR10DataModule
+
+    with pytest.raises(DataError, match="data=image_folder"):
+        CIFAR10DataModule(root=str(tmp_path), download=False).setup("fit")

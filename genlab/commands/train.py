@@ -85,9 +85,13 @@ def train(cfg) -> float | None:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    if "image_size" in cfg.data and cfg.data.image_size is None and datamodule.image_size is not None:
+        # data.image_size=null: the data module found the images' own size; the model's nets (sized by
+        # ${data.image_size}) and the checkpoint's config must say it too
+        cfg.data.image_size = datamodule.image_size
     container = OmegaConf.to_container(cfg, resolve=True)
 
-    datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     model.run_config = container
     callbacks = [*instantiate_group(cfg.get("callbacks")), distributed.DistributedHygiene(cfg.get("threads"))]

@@ -28,6 +28,33 @@ class TensorImages(Dataset):
         return x, self.labels[index]
 
 
+AUGMENTATIONS = ("hflip",)
+
+
+class Augmented(Dataset):
+    """A training split with random augmentations applied per item (never to val or test).
+
+    `hflip`: mirror left-right with probability 1/2, the standard augmentation of natural-image GANs
+    (e.g. Karras et al. 2019 and 2020 train with x-flips); it doubles the apparent data set without
+    changing what an image shows, which holds for photos but not for digits or letters."""
+
+    def __init__(self, dataset: Dataset, augment: tuple[str, ...]) -> None:
+        self.dataset, self.augment = dataset, augment
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return dataset_labels(self.dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        x, y = self.dataset[index]
+        if "hflip" in self.augment and x.dim() == 3 and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
+        return x, y
+
+
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
     """The class label of every item of `dataset`, read without loading images where possible."""
     if isinstance(dataset, Subset):
@@ -88,6 +115,8 @@ class GenlabDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         normal_classes: int | Iterable[int] | None = None,
         anomaly_classes: int | Iterable[int] | None = None,
+        train_limit: int | None = None,
+        augment: str | Iterable[str] | None = None,
     ) -> None:
         super().__init__()
         # Anomaly detection (`genlab anomaly`): train and val keep only the normal classes, test keeps all.
@@ -106,6 +135,15 @@ class GenlabDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.val_fraction={val_fraction!r} must lie strictly between 0 and 1.")
         if image_size is not None and (not isinstance(image_size, int) or image_size < 4):
             raise ConfigError(f"data.image_size={image_size!r} must be an integer of at least 4 pixels.")
+        if train_limit is not None and (
+            not isinstance(train_limit, int) or isinstance(train_limit, bool) or train_limit < 1
+        ):
+            raise ConfigError(
+                f"data.train_limit={train_limit!r} must be a positive number of training images, or null "
+                "for all of them."
+            )
+        self.train_limit = train_limit
+        self.augment = self._augmentations(augment)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.split_seed = split_seed
@@ -128,7 +166,10 @@ class GenlabDataModule(pl.LightningDataModule):
 
     @train_set.setter
     def train_set(self, dataset: Dataset | None) -> None:
-        self._train_set = self.keep_normal(dataset, "train")
+        dataset = self.limit(self.keep_normal(dataset, "train"), self.train_limit)
+        if dataset is not None and self.augment:
+            dataset = Augmented(dataset, self.augment)
+        self._train_set = dataset
 
     @property
     def val_set(self) -> Dataset | None:
@@ -136,7 +177,46 @@ class GenlabDataModule(pl.LightningDataModule):
 
     @val_set.setter
     def val_set(self, dataset: Dataset | None) -> None:
-        self._val_set = self.keep_normal(dataset, "val")
+        self._val_set = self.limit(self.keep_normal(dataset, "val"), self.val_limit())
+
+    # -- data.train_limit and data.augment, for every data module ----------------------------------
+    # Like the class filter, they act in the train_set/val_set setters, so no subclass has to know them.
+    flip_safe = True  # digit data sets set False: a mirrored digit is no digit (or a different one)
+
+    def _augmentations(self, augment: str | Iterable[str] | None) -> tuple[str, ...]:
+        if augment is None or augment in ("none", ""):
+            return ()
+        names = (augment,) if isinstance(augment, str) else tuple(augment)
+        bad = [a for a in names if a not in AUGMENTATIONS]
+        if bad:
+            raise ConfigError(
+                f"data.augment={augment!r} holds {bad}, which genlab does not offer. Valid choices: "
+                f"{', '.join(AUGMENTATIONS)} (or null for none)."
+            )
+        if self.kind != "image":
+            raise ConfigError(f"data.augment={augment!r}: {self.name} holds 2-D points, not images.")
+        if "hflip" in names and not self.flip_safe:
+            raise ConfigError(
+                f"data.augment=hflip mirrors images left-right, but {self.name} holds handwritten digits, "
+                "whose mirror images are not digits (a mirrored 2, 3, 4, 7 or 9 is no digit), so the model "
+                "would learn shapes that are not in the data. Leave data.augment=null for digit data; "
+                "hflip is meant for photos and other natural images (data=image_folder, cifar10, celeba)."
+            )
+        return names
+
+    def val_limit(self) -> int | None:
+        """With `train_limit`, the validation split shrinks in proportion (val_fraction of the total)."""
+        if self.train_limit is None:
+            return None
+        return max(1, round(self.train_limit * self.val_fraction / (1 - self.val_fraction)))
+
+    def limit(self, dataset: Dataset | None, n: int | None) -> Dataset | None:
+        """A fixed random subset of n items of `dataset` (seeded by split_seed), or `dataset` itself."""
+        if dataset is None or n is None or n >= len(dataset):
+            return dataset
+        # a random subset, not the first n: in folders read in sorted order the first n are one class
+        keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.split_seed + 1))[:n]
+        return Subset(dataset, sorted(keep.tolist()))
 
     @property
     def filters_classes(self) -> bool:
@@ -229,6 +309,8 @@ class GenlabDataModule(pl.LightningDataModule):
             "channels": self.channels,
             "num_classes": self.num_classes,
             "split_seed": self.split_seed,
+            **({"train_limit": self.train_limit} if self.train_limit is not None else {}),
+            **({"augment": list(self.augment)} if self.augment else {}),
             **(
                 {"normal_classes": self.normal_class_ids(), "anomaly_classes": self.held_out_class_ids()}
                 if self.filters_classes

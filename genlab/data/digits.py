@@ -12,6 +12,7 @@ class DigitsDataModule(GenlabDataModule):
     """UCI optical digits, 8x8 with 17 grey levels, resized to `image_size`; train/val/test by fraction."""
 
     name = "digits"
+    flip_safe = False  # data.augment=hflip is refused: a mirrored digit is no digit
 
     def __init__(
         self, image_size: int = 16, channels: int = 1, test_fraction: float = 0.15, **kwargs

@@ -54,8 +54,8 @@ class MixtureDataModule(GenlabDataModule):
         else:
             raise ConfigError(f"data.layout={layout!r} is not a valid choice. Valid choices: ring, grid.")
         kwargs.setdefault("batch_size", 256)
+        self.name = layout  # before the base checks, whose messages name the data set
         super().__init__(num_classes=len(centers), **kwargs)
-        self.name = layout
         self.layout = layout
         self.centers = centers
         self.std = float(std if std is not None else default_std)

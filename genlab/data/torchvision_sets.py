@@ -54,6 +54,13 @@ def load_torchvision(name: str, root: str | Path, train: bool, download: bool):
             f"{files} in {root / folder}. Either run once with internet access (data.download=true, the "
             f"default), copy the files there by hand, or point data.root at a folder that holds "
             f"{folder}/."
+            + (
+                " Offline, any copy of CIFAR-10 exported as image files also works through the image-folder "
+                "route: data=image_folder data.root=<folder> with train/<class>/*.png and "
+                "test/<class>/*.png (the official split is kept; 32 px images stay 32 px)."
+                if name == "cifar10"
+                else ""
+            )
         ) from exc
 
 
@@ -68,7 +75,6 @@ class TorchvisionDataModule(GenlabDataModule):
         download: bool = True,
         image_size: int | None = None,
         channels: int | None = None,
-        train_limit: int | None = None,
         **kwargs,
     ) -> None:
         _, _, _, native, native_channels = DATASETS[self.dataset]
@@ -78,11 +84,10 @@ class TorchvisionDataModule(GenlabDataModule):
                 f"channel(s). Valid choices: {native_channels}."
             )
         channels = native_channels
+        self.name = self.dataset  # before the base checks, whose messages name the data set
         super().__init__(image_size=image_size or native, channels=channels, num_classes=10, **kwargs)
-        self.name = self.dataset
         self.root = root
         self.download = download
-        self.train_limit = train_limit
 
     def _tensors(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         ds = load_torchvision(self.dataset, self.root, train, self.download)
@@ -94,8 +99,6 @@ class TorchvisionDataModule(GenlabDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit", "validate"):
             images, labels = self._tensors(train=True)
-            if self.train_limit:
-                images, labels = images[: self.train_limit], labels[: self.train_limit]
             self.train_set, self.val_set = self.split_off_val(TensorImages(images, labels))
         if self.test_set is None and stage in (None, "test", "predict"):
             self.test_set = TensorImages(*self._tensors(train=False))
@@ -103,6 +106,7 @@ class TorchvisionDataModule(GenlabDataModule):
 
 class MNISTDataModule(TorchvisionDataModule):
     dataset = "mnist"
+    flip_safe = False
 
 
 class FashionMNISTDataModule(TorchvisionDataModule):
