@@ -52,7 +52,7 @@ def compose_train_config(family: str, output_dir: str, extra: list[str] | None =
     """The `genlab train` config for a family on MNIST, composed from genlab's own conf/ folder."""
     from hydra import compose, initialize_config_dir
 
-    from genlab.cli import conf_dir
+    from genlab.runtime.conf import conf_dir
 
     overrides = [
         f"model={family}",

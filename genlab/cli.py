@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 import importlib
 import sys
-import textwrap
 from pathlib import Path
 
-from genlab.errors import ConfigError, GenlabError, bad_choice
+from genlab.errors import ConfigError, GenlabError, bad_choice, print_error
+from genlab.runtime.conf import conf_dir
 
 COMMANDS_DIR = Path(__file__).resolve().parent / "commands"
 
@@ -38,12 +38,6 @@ pick a config with group=name (e.g. model=vae data=mnist trainer=cpu), sweep wit
 """
 
 
-def conf_dir() -> Path:
-    """The config folder: inside the installed package, or at the top of a source checkout."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf"
-
-
 def group_choices(group: str) -> list[str] | None:
     """Names of the configs in conf/<group>/, or None when that is not one of genlab's groups."""
     folder = conf_dir() / group
@@ -68,11 +62,6 @@ def check_group_overrides(overrides: list[str]) -> None:
             name = name.strip()
             if name not in choices and name.lower() not in ("null", ""):
                 raise bad_choice(key, name, choices)
-
-
-def print_error(err: GenlabError) -> None:
-    text = " ".join(str(err).split())
-    print(textwrap.fill(f"genlab: error: {text}", width=100, break_on_hyphens=False), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

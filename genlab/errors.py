@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from collections.abc import Iterable
 
 
@@ -45,3 +47,9 @@ def find_user_error(exc: BaseException) -> GenlabError | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def print_error(err: GenlabError) -> None:
+    """The one way a user error reaches the terminal: `genlab: error: ...` as one wrapped paragraph."""
+    text = " ".join(str(err).split())
+    print(textwrap.fill(f"genlab: error: {text}", width=100, break_on_hyphens=False), file=sys.stderr)

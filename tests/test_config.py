@@ -11,8 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from genlab.cli import conf_dir, group_choices
+from genlab.cli import group_choices
 from genlab.commands.train import instantiate_group
+from genlab.runtime.conf import conf_dir
 
 from .conftest import SHARED_MNIST
 

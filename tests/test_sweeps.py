@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from genlab.cli import conf_dir
-from genlab.sweep import check_sweep_composes, expand_sweep, next_job_number, reruns_command_for_ranks
+from genlab.runtime.conf import conf_dir
+from genlab.runtime.distributed import reruns_command_for_ranks
+from genlab.runtime.sweep import check_sweep_composes, expand_sweep, next_job_number
 
 from .conftest import run_genlab
 

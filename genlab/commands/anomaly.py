@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from genlab.commands._runner import run_command
 from genlab.errors import CheckpointError, ConfigError
+from genlab.runtime.launch import run_command
 
 CLASS_KEYS = ("normal_classes", "anomaly_classes")
 

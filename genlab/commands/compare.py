@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from genlab.commands._runner import run_command
+from genlab.runtime.launch import run_command
 
 
 def compare(cfg) -> Path:

@@ -7,8 +7,8 @@ import math
 import time
 from pathlib import Path
 
-from genlab.commands._runner import run_command
 from genlab.errors import CheckpointError, ConfigError
+from genlab.runtime.launch import run_command
 
 
 def settings_from_config(metrics_cfg, **changes):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from genlab.commands._checkpoint import data_split, load_checkpoint_model, output_dir, report
-from genlab.commands._runner import run_command
 from genlab.errors import ConfigError, bad_choice
 from genlab.latent import PATHS, interpolation_path
+from genlab.runtime.launch import run_command
 
 
 def pick_pairs(dataset, pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

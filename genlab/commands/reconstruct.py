@@ -12,8 +12,8 @@ from genlab.commands._checkpoint import (
     report,
     require_encoder,
 )
-from genlab.commands._runner import run_command
 from genlab.errors import ConfigError
+from genlab.runtime.launch import run_command
 
 
 @torch.no_grad()

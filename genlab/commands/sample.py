@@ -7,8 +7,8 @@ import math
 import torch
 
 from genlab.commands._checkpoint import load_checkpoint_model, output_dir, report
-from genlab.commands._runner import run_command
 from genlab.errors import ConfigError
+from genlab.runtime.launch import run_command
 
 
 def save_scatter(points: torch.Tensor, path) -> None:

@@ -6,10 +6,13 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from genlab.commands._runner import run_command
 from genlab.errors import CheckpointError, ConfigError
+from genlab.runtime.launch import run_command
+
+if TYPE_CHECKING:
+    from genlab.runtime.launch import RunContext
 
 
 def instantiate_group(node) -> list[Any]:
@@ -59,16 +62,18 @@ def write_metrics(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def train(cfg) -> float | None:
-    """Fit one run; returns the metric named by `optimized_metric` (for sweepers), if any."""
+def train(cfg, run: RunContext | None = None) -> float | None:
+    """Fit one run; returns the metric named by `optimized_metric` (for sweepers), if any. `run` (given by
+    run_command) is the command line DDP ranks re-run; without it (Python API) only ddp_spawn works."""
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
     from pytorch_lightning.utilities import rank_zero_only
 
-    from genlab import __version__, distributed
-    from genlab.commands._runner import is_multirun
+    from genlab import __version__
+    from genlab.runtime import distributed
+    from genlab.runtime.launch import in_multirun
 
     check_learning_rates(cfg.model)
     ckpt_path = cfg.get("ckpt_path")
@@ -98,10 +103,10 @@ def train(cfg) -> float | None:
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=instantiate_group(cfg.get("logger")) or False
     )
-    if is_multirun() and distributed.spawns_by_rerunning_command(trainer):
+    if in_multirun():
         distributed.refuse_rerun_in_multirun(trainer)
     try:
-        with distributed.child_process_argv(trainer):
+        with distributed.child_process_argv(trainer, run):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None)
             global_step, current_epoch = distributed.fit_progress(trainer)
             metrics = dict(trainer.callback_metrics)

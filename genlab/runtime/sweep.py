@@ -1,17 +1,24 @@
 """Hydra multirun support: a summary of every job written as jobs finish, failed jobs recorded instead of
 ending the sweep, job folders numbered on from earlier invocations of a resumable sweep, and a check
-that every job of a command-line sweep composes before the first one starts."""
+that every job of a command-line sweep composes before the first one starts.
+
+State lives in files, because a sweep's jobs may run in other processes (joblib) or on other machines
+(submitit): the first job number of an invocation in `<sweep>/.genlab_sweep.json` (read by the
+`genlab_job_number` resolver wherever a job folder is named), each job's row in `<job>/job_status.json`,
+and the sweep folder + first job number in the record file genlab.runtime.launch.run_command asked for."""
 
 from __future__ import annotations
 
 import csv
 import fcntl
+import itertools
 import json
 import math
 import os
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,7 @@ from genlab.errors import ConfigError, GenlabError
 SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_JSON = "sweep_summary.json"
 JOB_STATUS = "job_status.json"  # one per job folder; the summary is rebuilt from these
-OFFSET_ENV = "GENLAB_JOB_OFFSET"
+SWEEP_STATE = ".genlab_sweep.json"  # in the sweep folder: this invocation's first job number
 
 # conf/hydra/launcher/{joblib,submitit_*}.yaml deliberately extend the plugins' configs of the same name
 warnings.filterwarnings("ignore", message=r".*is validated against ConfigStore schema", category=UserWarning)
@@ -35,26 +42,25 @@ class SweepFailed(GenlabError):
     exit_code = 1
 
 
-# why trainer=ddp cannot run inside -m (genlab.distributed explains the mechanism)
-RERUN_IN_MULTIRUN = (
-    "trainer=ddp (strategy ddp with several devices) cannot run inside a multirun (-m): Lightning starts "
-    "the other ranks by re-running the command line, which would re-run the whole sweep. Use "
-    "trainer=ddp_spawn for sweeps on one machine (e.g. `genlab train -m trainer=ddp_spawn trainer.devices=2 "
-    "model.optimizer.lr=1e-4,3e-4`), or hydra/launcher=submitit_slurm, where SLURM starts one task per "
-    "device."
-)
-
-
 # --- job numbering -------------------------------------------------------------------------------------
 
 
-def _job_number(num: Any) -> int:
+def job_number(num: Any, sweep_dir: Any) -> int:
     """`hydra.job.num` shifted past the job folders an earlier invocation left in the same sweep folder
-    (a resumed Optuna study adds trials 3, 4, 5 next to 0, 1, 2 instead of overwriting them)."""
-    return int(num) + int(os.environ.get(OFFSET_ENV, "0"))
+    (a resumed Optuna study adds trials 3, 4, 5 next to 0, 1, 2 instead of overwriting them). The shift
+    was fixed when this invocation's sweep started (SweepSummary.on_multirun_start)."""
+    state = Path(str(sweep_dir)) / SWEEP_STATE
+    try:
+        first_job = int(json.loads(state.read_text())["first_job"])
+    except (OSError, ValueError, KeyError, TypeError):
+        first_job = 0  # no genlab sweep state (e.g. a sweep composed by hand): Hydra's own numbering
+    return int(num) + first_job
 
 
-OmegaConf.register_new_resolver("genlab_job_number", _job_number, replace=True)
+def register_resolvers() -> None:
+    """The OmegaConf resolvers genlab's configs use (conf/hydra/default.yaml: hydra.sweep.subdir). Called
+    by run_command and genlab.api before composing; Hydra copies them into joblib/submitit workers."""
+    OmegaConf.register_new_resolver("genlab_job_number", job_number, replace=True)
 
 
 def next_job_number(sweep_dir: Path) -> int:
@@ -67,20 +73,17 @@ def next_job_number(sweep_dir: Path) -> int:
 
 # --- failures raised inside a job ---------------------------------------------------------------------
 
-_job_error: str | None = None
 
+@dataclass(frozen=True)
+class FailedJob:
+    """What a job returns when its task raised (run_command's job wrapper): Hydra passes it to
+    `SweepSummary.on_job_end`, which records the message. Optuna counts it as a failed trial (it is not a
+    number) and Hydra's basic sweeper goes on, as it would after a None."""
 
-def record_job_error(message: str) -> None:
-    """Called by the job wrapper when the task raised: the job then returns None (Optuna counts it as a
-    failed trial, Hydra's basic sweeper goes on) and `on_job_end` records the message."""
-    global _job_error
-    _job_error = message
+    message: str
 
-
-def take_job_error() -> str | None:
-    global _job_error
-    message, _job_error = _job_error, None
-    return message
+    def __str__(self) -> str:
+        return f"job failed: {self.message}"
 
 
 # --- the summary ---------------------------------------------------------------------------------------
@@ -190,24 +193,25 @@ def job_row(config: DictConfig, status: str, objective: Any, error: str | None, 
 
 class SweepSummary(Callback):
     """Hydra callback (conf/hydra/default.yaml): after every job, its row goes into the job folder and the
-    sweep folder's sweep_summary.csv/.json are rebuilt, so a summary exists while the sweep still runs."""
+    sweep folder's sweep_summary.csv/.json are rebuilt, so a summary exists while the sweep still runs.
 
-    sweep_dir: Path | None = None  # the running sweep's folder and its first job number, read by _runner
-    first_job = 0
+    `record`: a file where the sweep folder and this invocation's first job number are written when the
+    sweep starts (set by run_command, which reads it back to name the failed jobs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: str | None = None) -> None:
+        self.record = record
         self._started: float | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)  # Optuna opens its SQLite study here before any job
-        SweepSummary.first_job = next_job_number(sweep_dir)
-        SweepSummary.sweep_dir = sweep_dir
-        os.environ[OFFSET_ENV] = str(SweepSummary.first_job)
+        state = {"sweep_dir": str(sweep_dir.resolve()), "first_job": next_job_number(sweep_dir)}
+        _atomic_write(sweep_dir / SWEEP_STATE, json.dumps(state) + "\n")
+        if self.record:
+            _atomic_write(Path(self.record), json.dumps(state) + "\n")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.monotonic()
-        take_job_error()  # a stale message from an earlier job in this process must not leak
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -215,10 +219,11 @@ class SweepSummary(Callback):
 
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        error = take_job_error()
-        value = job_return._return_value
-        if job_return.status == JobStatus.FAILED:
-            error = error or f"{type(value).__name__}: {value}"
+        if job_return.status == JobStatus.FAILED:  # an exception run_command's wrapper did not catch
+            value, error = None, f"{type(job_return.return_value).__name__}: {job_return.return_value}"
+        else:
+            value = job_return.return_value
+            error = value.message if isinstance(value, FailedJob) else None
         status = "failed" if error else "completed"
         duration = time.monotonic() - self._started if self._started is not None else None
         row = job_row(config, status, None if error else value, error, duration)
@@ -237,14 +242,21 @@ class SweepSummary(Callback):
         )
 
 
-def raise_if_jobs_failed() -> None:
+def raise_if_jobs_failed(record: Path) -> None:
     """After a multirun (also one the sweeper ended with an error): a SweepFailed (exit code 1) naming the
-    failed jobs of this invocation, if any."""
-    sweep_dir, SweepSummary.sweep_dir = SweepSummary.sweep_dir, None
-    if sweep_dir is None or not sweep_dir.is_dir():
+    failed jobs of this invocation, if any. `record` is the file SweepSummary wrote when the sweep started
+    (absent after a single run); it is removed."""
+    try:
+        state = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    finally:
+        record.unlink(missing_ok=True)
+    sweep_dir, first_job = Path(state["sweep_dir"]), int(state["first_job"])
+    if not sweep_dir.is_dir():
         return
     rows = write_summary(sweep_dir)
-    failed = [r for r in rows if r["status"] == "failed" and r["job"] >= SweepSummary.first_job]
+    failed = [r for r in rows if r["status"] == "failed" and r["job"] >= first_job]
     if not failed:
         return
     listed = "; ".join(f"job {r['job']} ({r['overrides']}): {r['error'].rstrip('.')}" for r in failed[:5])
@@ -260,12 +272,23 @@ def raise_if_jobs_failed() -> None:
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """The overrides of every job Hydra's basic sweeper would run for these command-line overrides."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The overrides of every job Hydra's basic sweeper would run for these command-line overrides: the
+    product of every swept value, in command-line order (what BasicSweeper.split_arguments does, written
+    with the override parser's public API since the sweeper lives in hydra._internal)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    choices: dict[str, list[str]] = {}  # a later override of the same key replaces the earlier one
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise HydraException(f"the basic sweeper does not support sweep type: {override.value_type.name}")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def _lr_keys(node: Any, prefix: str) -> list[str]:
@@ -287,6 +310,8 @@ def check_sweep_composes(
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from genlab.runtime.distributed import refuse_rerun_in_multirun  # imports Lightning; the jobs will too
+
     if any(o.startswith("hparams_search=") or o.startswith("hydra/sweeper=") for o in overrides):
         return  # a sweeper plugin chooses the jobs itself
     # whether a key exists depends on the config groups chosen, not on the values swept: compose one job
@@ -303,10 +328,8 @@ def check_sweep_composes(
         for job in jobs:
             try:
                 cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
-                if "trainer" in cfg and reruns_command_for_ranks(
-                    cfg.trainer, cfg.hydra.launcher.get("_target_", "")
-                ):
-                    raise ConfigError(f"the sweep cannot run: {RERUN_IN_MULTIRUN}")
+                if "trainer" in cfg:
+                    refuse_rerun_in_multirun(cfg.trainer, cfg.hydra.launcher.get("_target_", ""))
             except (HydraException, OmegaConfBaseException) as exc:
                 reason = " ".join(str(exc).split()).split(" To append to your config")[0].rstrip(".")
                 hint = ""
@@ -324,25 +347,3 @@ def check_sweep_composes(
                     f"the sweep cannot run: the job with overrides `{' '.join(job)}` does not compose: "
                     f"{reason}.{hint}"
                 ) from None
-
-
-def reruns_command_for_ranks(trainer: DictConfig, launcher_target: str) -> bool:
-    """Whether this trainer config starts DDP ranks by re-running the command line (strategy ddp with
-    start_method popen, several devices, no SLURM launcher starting the ranks)."""
-    strategy = trainer.get("strategy")
-    devices = trainer.get("devices", 1)
-    several = (
-        devices in ("auto", -1, "-1")
-        or (isinstance(devices, int) and devices > 1)
-        or isinstance(devices, (list, str))
-        and len(str(devices).strip("[]").split(",")) > 1
-    )
-    several = several or int(trainer.get("num_nodes", 1) or 1) > 1
-    if isinstance(strategy, str):
-        popen = strategy.startswith("ddp") and "spawn" not in strategy and "fork" not in strategy
-    elif isinstance(strategy, DictConfig):
-        target = str(strategy.get("_target_", ""))
-        popen = target.endswith("DDPStrategy") and strategy.get("start_method", "popen") == "popen"
-    else:
-        popen = False
-    return popen and several and "Slurm" not in launcher_target
