@@ -25,6 +25,10 @@ class CheckpointError(GenlabError):
     """A checkpoint that is missing or was not written by genlab."""
 
 
+class CacheError(CheckpointError):
+    """A cache file (reference features, domain classifier) that is unreadable or holds more than data."""
+
+
 class DivergenceError(GenlabError):
     """Training produced a NaN or infinite loss."""
 

@@ -39,7 +39,8 @@ def classifier_cache(tmp_path_factory) -> Path:
     written = read_metrics(root / "tc")
     assert written["classifier"]["dataset"] == "digits" and written["classifier"]["steps"] == 150
     assert 0.5 < written["metrics"]["test/accuracy"] <= 1.0
-    assert (root / "cache" / "classifiers" / "digits_16px_1ch.pt").is_file()
+    # keyed by the data's identity: one file for digits at 16 px, 1 channel
+    assert len(list((root / "cache" / "classifiers").glob("digits_16px_1ch_*.pt"))) == 1
     return root / "cache"
 
 

@@ -11,9 +11,10 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from genlab.commands._checkpoint import load_checkpoint_model, require_encoder, resolve_device
+from genlab.commands._checkpoint import load_checkpoint_run, require_encoder
 from genlab.errors import CheckpointError, ConfigError
 from genlab.latent import interpolation_path, lerp, slerp
+from genlab.runtime.checkpoint import load_run, resolve_device
 
 from .conftest import run_genlab
 
@@ -52,11 +53,11 @@ def test_slerp_of_parallel_and_opposite_vectors_is_finite():
 
 
 def test_slerp_endpoints_equal_the_encoded_inputs(vae_smoke_run):
-    from genlab.commands._checkpoint import data_split, pick_images
-    from genlab.models import load_model
+    from genlab.commands._checkpoint import pick_images
 
-    model = load_model(vae_smoke_run / "checkpoints" / "last.ckpt")
-    x, _ = pick_images(data_split(model, "test"), 2, seed=0)
+    run = load_run(vae_smoke_run / "checkpoints" / "last.ckpt", device="cpu")
+    model = run.model
+    x, _ = pick_images(run.image_split("test"), 2, seed=0)
     with torch.no_grad():
         mu = model.encode(x)[0]
     path = interpolation_path(mu[:1], mu[1:], 9, "slerp")
@@ -119,7 +120,7 @@ def test_foreign_checkpoint_exits_2_with_a_message(tmp_path):
 def test_missing_checkpoint_is_a_checkpoint_error(tmp_path, ckpt, message):
     cfg = OmegaConf.create({"ckpt": str(tmp_path / ckpt) if ckpt else None, "device": "cpu"})
     with pytest.raises(CheckpointError, match=message):
-        load_checkpoint_model(cfg)
+        load_checkpoint_run(cfg)
 
 
 def test_bad_device_names_the_choices():

@@ -140,7 +140,7 @@ def test_classifier_is_cached_and_accurate(digits_setup):
     datamodule, backbone, cache, _ = digits_setup
     from genlab.metrics.classifier import classifier_path
 
-    assert classifier_path(cache, "digits", 16, 1).is_file()
+    assert classifier_path(cache, datamodule).is_file()
     assert backbone.details["test_accuracy"] > 0.8
     assert backbone.feature_dim == 128 and backbone.logits is not None
 

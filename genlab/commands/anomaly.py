@@ -4,48 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from genlab.errors import CheckpointError, ConfigError
+from genlab.errors import ConfigError
 from genlab.runtime.launch import run_command
 
+if TYPE_CHECKING:
+    from genlab.runtime.checkpoint import LoadedRun
+
 CLASS_KEYS = ("normal_classes", "anomaly_classes")
-
-
-def user_data_overrides() -> list[str]:
-    """The `data.<key>` names the user set on the command line (read from Hydra's record of them)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    keys = []
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key == "data":
-            raise ConfigError(
-                f"{override!r} picks a dataset, but with ckpt=... the data is the checkpoint's. Change one "
-                "keys instead (e.g. data.root=/path data.anomaly_classes=[9]) or drop ckpt to train anew."
-            )
-        if key.startswith("data."):
-            keys.append(key.removeprefix("data.").split(".", 1)[0])
-    return keys
-
-
-def checkpoint_data_config(cfg, model) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checkpoint's data config with the user's `data.<key>=` overrides applied, and the stored one
-    (which says what the model was trained on)."""
-    from omegaconf import OmegaConf
-
-    stored = (model.run_config or {}).get("data")
-    if not stored:
-        raise CheckpointError(
-            f"ckpt={cfg.ckpt!r} holds no run config with a data section to rebuild the test set."
-        )
-    data_config = dict(stored)
-    given = user_data_overrides()
-    if any(k in given for k in CLASS_KEYS):
-        data_config.update({k: None for k in CLASS_KEYS})  # the user's choice replaces the stored one
-    resolved = OmegaConf.to_container(cfg.data, resolve=True)
-    data_config.update({k: resolved[k] for k in given if k in resolved})
-    return data_config, dict(stored)
 
 
 def classes_seen_in_training(trained_data: dict[str, Any], held_out: list[int]) -> list[int]:
@@ -56,10 +23,10 @@ def classes_seen_in_training(trained_data: dict[str, Any], held_out: list[int]) 
     return [c for c in held_out if c not in (anomalous or [])]
 
 
-def train_normal_model(cfg) -> tuple[Any, dict]:
+def train_normal_model(cfg) -> tuple[LoadedRun, dict]:
     """Train on the normal classes with genlab train's own machinery; the model and its metrics.json."""
     from genlab.commands.train import train
-    from genlab.models import load_model
+    from genlab.runtime.checkpoint import load_run
 
     if all(cfg.data.get(k) is None for k in CLASS_KEYS):
         raise ConfigError(
@@ -73,36 +40,33 @@ def train_normal_model(cfg) -> tuple[Any, dict]:
         raise ConfigError(
             "training wrote no checkpoint to score: keep the model_checkpoint callback (callbacks=default)."
         )
-    return load_model(last), payload
+    return load_run(last, device=cfg.device), payload
 
 
 def anomaly(cfg) -> float:
     """Score the test set; returns the AUROC of the first score."""
     import pytorch_lightning as pl
-    import torch
 
     from genlab.anomaly import detection_metrics, plot_score_histograms, plot_top_anomalies, score_dataset
     from genlab.commands.train import write_metrics
-    from genlab.data import datamodule_from_config
-    from genlab.models import load_model
+    from genlab.runtime.checkpoint import data_overrides_from, load_run
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.ckpt:
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
-        model = load_model(cfg.ckpt)
-        data_config, trained_data = checkpoint_data_config(cfg, model)
-        payload: dict[str, Any] = {"metrics": {}, "family": model.family, "checkpoint": str(cfg.ckpt)}
+        run = load_run(
+            cfg.ckpt, device=cfg.device, data_overrides=data_overrides_from(cfg), threads=cfg.get("threads")
+        )
+        payload: dict[str, Any] = {"metrics": {}, "family": run.family, "checkpoint": str(run.path)}
     else:
-        model, payload = train_normal_model(cfg)
-        data_config = trained_data = model.run_config["data"]
+        run, payload = train_normal_model(cfg)
+    model, device, trained_data = run.model, run.device, run.trained_data_config or {}
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # -ELBO draws latents: same scores every run
 
     if not callable(getattr(model, "anomaly_scores", None)):
         raise ConfigError(
             f"the {model.family} family has no anomaly_scores(x); it cannot score anomalies yet."
         )
-    datamodule = datamodule_from_config(data_config)
+    datamodule = run.datamodule()
     datamodule.setup("test")
     held_out = datamodule.held_out_class_ids()
     if held_out is None:
@@ -110,10 +74,6 @@ def anomaly(cfg) -> float:
             "no held-out classes: the checkpoint was trained on every class. Name the anomalies with "
             "data.anomaly_classes=[...] (or data.normal_classes=[...])."
         )
-    from genlab.commands._checkpoint import resolve_device
-
-    device = resolve_device(cfg.device)
-    model = model.to(device).eval()
     scored = score_dataset(model.anomaly_scores, datamodule.test_dataloader(), held_out, device)
     if len(scored.is_anomaly.unique()) < 2:
         raise ConfigError(f"the test split holds no item of both the normal and held-out classes {held_out}.")

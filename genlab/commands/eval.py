@@ -7,7 +7,6 @@ import math
 import time
 from pathlib import Path
 
-from genlab.errors import CheckpointError, ConfigError
 from genlab.runtime.launch import run_command
 
 
@@ -48,32 +47,21 @@ def print_table(result, console=None) -> None:
 
 
 def evaluate(cfg) -> dict:
-    import torch
     from omegaconf import OmegaConf
 
-    from genlab.data import datamodule_from_config
     from genlab.metrics.backbone import build_backbone
     from genlab.metrics.evaluate import evaluate_model
-    from genlab.models import load_model
+    from genlab.runtime.checkpoint import data_overrides_from, load_run
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
-        raise ConfigError(
-            "genlab eval needs a checkpoint: ckpt=<path>, "
-            "e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt."
-        )
     start = time.perf_counter()
-    model = load_model(cfg.ckpt)
-    run_config = model.run_config or {}
-    if "data" not in run_config:
-        raise CheckpointError(
-            f"ckpt={cfg.ckpt!r} holds no data config, so genlab cannot rebuild its dataset."
-        )
-    overrides = {
-        k: v for k, v in OmegaConf.to_container(cfg.get("data") or {}, resolve=True).items() if v is not None
-    }
-    datamodule = datamodule_from_config(run_config["data"], **overrides)
+    run = load_run(
+        None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt,
+        device=cfg.get("device", "cpu"),
+        data_overrides=data_overrides_from(cfg),
+        threads=cfg.get("threads"),
+    )
+    model = run.model
+    datamodule = run.datamodule()
     backbone = build_backbone(cfg.metrics, datamodule, cfg.paths.cache_dir)
     result = evaluate_model(
         model, datamodule, backbone, settings_from_config(cfg.metrics), cfg.paths.cache_dir
@@ -87,7 +75,7 @@ def evaluate(cfg) -> dict:
         {
             "protocol": payload["details"].pop("protocol"),
             "notes": payload["details"].pop("notes"),
-            "checkpoint": str(Path(str(cfg.ckpt)).expanduser().resolve()),
+            "checkpoint": str(run.path.resolve()),
             "family": model.family,
             "data": datamodule.describe(),
             "seconds": round(time.perf_counter() - start, 2),

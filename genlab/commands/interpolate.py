@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genlab.commands._checkpoint import data_split, load_checkpoint_model, output_dir, report
+from genlab.commands._checkpoint import load_checkpoint_run, output_dir, report
 from genlab.errors import ConfigError, bad_choice
 from genlab.latent import PATHS, interpolation_path
 from genlab.runtime.launch import run_command
@@ -62,11 +62,12 @@ def interpolate(cfg) -> None:
     for method in methods:
         if method not in PATHS:
             raise bad_choice("paths_between", method, PATHS)
-    model, device = load_checkpoint_model(cfg)
+    run = load_checkpoint_run(cfg)
+    model, device = run.model, run.device
     out = output_dir(cfg)
 
     if getattr(model, "has_encoder", False):
-        starts, ends = pick_pairs(data_split(model, cfg.split, cfg.get("data_root")), cfg.pairs, cfg.seed)
+        starts, ends = pick_pairs(run.image_split(cfg.split), cfg.pairs, cfg.seed)
         z_start, z_end = (
             model.encode(starts.to(device))[0],
             model.encode(ends.to(device))[0],

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genlab.commands._checkpoint import (
-    data_split,
-    load_checkpoint_model,
-    output_dir,
-    pick_images,
-    report,
-    require_encoder,
-)
+from genlab.commands._checkpoint import load_checkpoint_run, output_dir, pick_images, report, require_encoder
 from genlab.errors import ConfigError
 from genlab.runtime.launch import run_command
 
@@ -22,9 +15,10 @@ def reconstruct(cfg) -> None:
 
     if not isinstance(cfg.per_row, int) or cfg.per_row < 1:
         raise ConfigError(f"per_row={cfg.per_row!r} must be a positive number of images per row.")
-    model, device = load_checkpoint_model(cfg)
+    run = load_checkpoint_run(cfg)
+    model, device = run.model, run.device
     require_encoder(model, "reconstruct")
-    x, _ = pick_images(data_split(model, cfg.split, cfg.get("data_root")), cfg.n, cfg.seed)
+    x, _ = pick_images(run.image_split(cfg.split), cfg.n, cfg.seed)
     recon = model.reconstruct(x.to(device)).cpu()
     out = output_dir(cfg)
     grid = originals_over_reconstructions(x, recon, per_row=cfg.per_row)

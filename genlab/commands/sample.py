@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from genlab.commands._checkpoint import load_checkpoint_model, output_dir, report
+from genlab.commands._checkpoint import load_checkpoint_run, output_dir, report
 from genlab.errors import ConfigError
 from genlab.runtime.launch import run_command
 
@@ -32,7 +32,7 @@ def sample(cfg) -> None:
 
     if not isinstance(cfg.n, int) or cfg.n < 1:
         raise ConfigError(f"n={cfg.n!r} must be a positive number of samples, e.g. n=64.")
-    model, _ = load_checkpoint_model(cfg)
+    model = load_checkpoint_run(cfg).model
     out = output_dir(cfg)
     generator = torch.Generator().manual_seed(int(cfg.seed))
     samples = torch.cat(

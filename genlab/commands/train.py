@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genlab.errors import CheckpointError, ConfigError
+from genlab.errors import ConfigError
 from genlab.runtime.launch import run_command
 
 if TYPE_CHECKING:
@@ -77,11 +77,11 @@ def train(cfg, run: RunContext | None = None) -> float | None:
 
     check_learning_rates(cfg.model)
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
-        raise CheckpointError(
-            f"ckpt_path={ckpt_path!r} does not exist. To resume, give a checkpoint of an earlier run, "
-            "e.g. ckpt_path=outputs/train/<date>/<time>/checkpoints/last.ckpt."
-        )
+    if ckpt_path:
+        from genlab.runtime.checkpoint import read_checkpoint
+
+        # a file that is not a genlab checkpoint is refused before Lightning opens it (weights_only below)
+        read_checkpoint(ckpt_path, key="ckpt_path")
     if cfg.get("print_config") and rank_zero_only.rank == 0:
         from genlab.console import print_config_tree
 
@@ -107,7 +107,8 @@ def train(cfg, run: RunContext | None = None) -> float | None:
         distributed.refuse_rerun_in_multirun(trainer)
     try:
         with distributed.child_process_argv(trainer, run):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None)
+            # weights_only: Lightning reads the resumed file as data too, never unpickling objects
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
             global_step, current_epoch = distributed.fit_progress(trainer)
             metrics = dict(trainer.callback_metrics)
             if cfg.get("test", True):

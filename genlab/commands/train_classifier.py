@@ -17,7 +17,7 @@ def train(cfg) -> float:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     datamodule = instantiate(cfg.data)
-    path = classifier_path(cfg.paths.cache_dir, datamodule.name, datamodule.image_size, datamodule.channels)
+    path = classifier_path(cfg.paths.cache_dir, datamodule)
     if path.is_file() and not cfg.force:
         print(
             f"a classifier for {datamodule.name} at {datamodule.image_size}px is already cached at {path} "

@@ -300,20 +300,36 @@ class GenlabDataModule(pl.LightningDataModule):
             self.setup("test")
         return self._loader(self.test_set, shuffle=False)
 
+    # -- identity: what determines the data's content (metrics files, cache keys) ---------------------
+    def source(self) -> dict:
+        """Where the items come from, with a cheap fingerprint of it (file names, sizes, times; not the bytes
+        of large sets), so that a cache keyed by `describe()` misses when the data changes. Subclasses."""
+        return {}
+
+    def split_settings(self) -> dict:
+        """Every setting that decides which items land in which split (and how the training split is used)."""
+        return {
+            "split_seed": self.split_seed,
+            "val_fraction": self.val_fraction,
+            **({"train_limit": self.train_limit} if self.train_limit is not None else {}),
+            **({"augment": list(self.augment)} if self.augment else {}),
+        }
+
     def describe(self) -> dict:
-        """What the data is, for metrics files and checkpoints."""
+        """What the data is — source, split, class filters, preprocessing — for metrics files and as the key
+        of caches derived from it (reference features, domain classifiers). Cheap: no item is read."""
+        source = self.source()  # first: an image folder learns its classes from its file list
         return {
             "name": self.name,
             "kind": self.kind,
             "image_size": self.image_size,
             "channels": self.channels,
             "num_classes": self.num_classes,
-            "split_seed": self.split_seed,
-            **({"train_limit": self.train_limit} if self.train_limit is not None else {}),
-            **({"augment": list(self.augment)} if self.augment else {}),
+            **self.split_settings(),
             **(
                 {"normal_classes": self.normal_class_ids(), "anomaly_classes": self.held_out_class_ids()}
                 if self.filters_classes
                 else {}
             ),
+            "source": source,
         }

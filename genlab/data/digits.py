@@ -28,6 +28,20 @@ class DigitsDataModule(GenlabDataModule):
             )
         self.test_fraction = test_fraction
 
+    def split_settings(self) -> dict:
+        return {**super().split_settings(), "test_fraction": self.test_fraction}
+
+    def source(self) -> dict:
+        """scikit-learn's copy of the digits: its version and the sha256 of the 60 kB file it ships."""
+        import hashlib
+        import importlib.resources
+
+        import sklearn
+
+        data = importlib.resources.files("sklearn.datasets") / "data" / "digits.csv.gz"
+        digest = hashlib.sha256(data.read_bytes()).hexdigest() if data.is_file() else None
+        return {"dataset": "sklearn.datasets.load_digits", "sklearn": sklearn.__version__, "sha256": digest}
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return

@@ -139,6 +139,30 @@ class ImageFolderDataModule(GenlabDataModule):
         if self.image_size is None:
             self.image_size = self.native_size()
 
+    # -- identity: what the reference cache and metrics files say about the data ----------------------
+    def split_settings(self) -> dict:
+        return {**super().split_settings(), "test_fraction": self.test_fraction}
+
+    def source(self) -> dict:
+        """The resolved folder, its split folders, and a fingerprint of its image files: names relative to
+        `root`, sizes and modification times (one stat per file; no image is opened)."""
+        import hashlib
+
+        files = self.files()
+        self.num_classes = len(set(self.class_names(files).values()))
+        digest = hashlib.sha256()
+        paths = sorted(p for group in files.values() for p in group)
+        for path in paths:
+            stat = path.stat()
+            entry = f"{path.relative_to(self.root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+            digest.update(entry.encode())
+        return {
+            "root": str(self.root.resolve()),
+            "split_folders": sorted(f.name for f in self.split_folders().values()),
+            "files": len(paths),
+            "fingerprint": digest.hexdigest(),
+        }
+
     # -- reading the folder -------------------------------------------------------------------------
     def split_folders(self) -> dict[str, Path]:
         """split -> folder for the train/val/test layout (empty when `root` has no train/ folder)."""

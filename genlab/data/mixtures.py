@@ -74,3 +74,7 @@ class MixtureDataModule(GenlabDataModule):
 
     def describe(self) -> dict:
         return {**super().describe(), "layout": self.layout, "std": self.std, "n_modes": len(self.centers)}
+
+    def source(self) -> dict:
+        """Generated: the mixture and the seed and sizes of its draws say everything."""
+        return {"generated": self.layout, "std": self.std, "seed": self.seed, "sizes": list(self.sizes)}

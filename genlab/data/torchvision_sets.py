@@ -89,6 +89,18 @@ class TorchvisionDataModule(GenlabDataModule):
         self.root = root
         self.download = download
 
+    def source(self) -> dict:
+        """The torchvision set, the resolved root, and the names and sizes of the files torchvision reads."""
+        cls_name, folder, _, _, _ = DATASETS[self.dataset]
+        root = Path(str(self.root)).expanduser().resolve()
+        files = root / folder
+        sizes = (
+            {p.name: p.stat().st_size for p in sorted(files.iterdir()) if p.is_file()}
+            if files.is_dir()
+            else {}
+        )
+        return {"dataset": f"torchvision.datasets.{cls_name}", "root": str(root), "files": sizes}
+
     def _tensors(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         ds = load_torchvision(self.dataset, self.root, train, self.download)
         data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))

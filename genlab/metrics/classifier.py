@@ -1,20 +1,23 @@
 """A LeNet-size domain classifier (LeCun et al. 1998) trained by genlab on a dataset's labelled training
 split: its penultimate features give a domain FID/KID, its logits a domain Inception Score and class
-coverage. Cached under `<paths.cache_dir>/classifiers/`, keyed by dataset, image size and channels."""
+coverage. Cached under `<paths.cache_dir>/classifiers/`, keyed by the data's identity (`describe()`: source
+fingerprint, split, class filters, image size, channels) and the network's shape; the training recipe
+(steps, seed) is recorded in the file. Read with `torch.load(weights_only=True)`: a cache file is data."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.errors import ConfigError, DataError
+from genlab.errors import CacheError, ConfigError, DataError
 
 
 class LeNet(nn.Module):
@@ -89,10 +92,24 @@ class ClassifierInfo:
     train_images: int
     test_accuracy: float
     seconds: float
+    data: dict = field(default_factory=dict)  # the data's describe(): what it was trained on
 
 
-def classifier_path(cache_dir: str | Path, dataset: str, image_size: int, channels: int) -> Path:
-    return Path(str(cache_dir)).expanduser() / "classifiers" / f"{dataset}_{image_size}px_{channels}ch.pt"
+CLASSIFIER_FORMAT = 2  # 2: keyed by the data's identity
+
+
+def classifier_key(datamodule, feature_dim: int = 128, width: int = 32) -> dict:
+    """Everything that decides which classifier fits this data: the data's identity and the net's shape."""
+    description = json.loads(json.dumps(datamodule.describe(), default=str))
+    return {"data": description, "feature_dim": feature_dim, "width": width, "format": CLASSIFIER_FORMAT}
+
+
+def classifier_path(cache_dir: str | Path, datamodule, feature_dim: int = 128, width: int = 32) -> Path:
+    """Where the classifier for this data lives in the cache (name readable, digest of the whole key)."""
+    key = classifier_key(datamodule, feature_dim, width)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    name = f"{datamodule.name}_{datamodule.image_size}px_{datamodule.channels}ch_{digest}.pt"
+    return Path(str(cache_dir)).expanduser() / "classifiers" / name
 
 
 def file_sha256(path: str | Path) -> str:
@@ -104,6 +121,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def check_labelled_images(datamodule) -> None:
+    datamodule.describe()  # cheap; an image folder learns its classes (sub-folders) from its file list
     if getattr(datamodule, "kind", "image") != "image":
         raise ConfigError(
             f"data={datamodule.name!r} holds 2-D points, not images: the classifier backbone needs labelled "
@@ -184,11 +202,13 @@ def _train_classifier(datamodule, cache_dir, steps, lr, seed, feature_dim, width
         train_images=len(datamodule.train_set),
         test_accuracy=round(test_accuracy, 5),
         seconds=round(time.perf_counter() - start, 2),
+        data=classifier_key(datamodule, feature_dim, width)["data"],
     )
-    path = classifier_path(cache_dir, datamodule.name, datamodule.image_size, datamodule.channels)
+    key = classifier_key(datamodule, feature_dim, width)
+    path = classifier_path(cache_dir, datamodule, feature_dim, width)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": net.state_dict(), "info": asdict(info)}, tmp)
+    torch.save({"state_dict": net.state_dict(), "info": asdict(info), "key": key}, tmp)
     tmp.replace(path)  # atomic: a parallel evaluation never reads half a file
     log(
         f"classifier for {info.dataset} ({info.image_size}px): test accuracy {test_accuracy:.4f}, "
@@ -197,12 +217,25 @@ def _train_classifier(datamodule, cache_dir, steps, lr, seed, feature_dim, width
     return path
 
 
-def load_classifier(path: str | Path) -> ClassifierFeatures:
-    stored = torch.load(path, map_location="cpu", weights_only=False)
-    info = ClassifierInfo(**stored["info"])
-    net = LeNet(info.channels, info.num_classes, info.feature_dim, info.width)
-    net.load_state_dict(stored["state_dict"])
-    return ClassifierFeatures(net, info, Path(path))
+def load_classifier(path: str | Path, key: dict | None = None) -> ClassifierFeatures | None:
+    """The classifier stored at `path` (read as data only), or None when `key` is given and the file was
+    trained for other data. A file that is not what genlab writes is a CacheError naming it."""
+    from genlab.metrics.reference import read_cache_file
+
+    path = Path(path)
+    stored = read_cache_file(path, "domain-classifier")
+    if key is not None and stored.get("key") != key:
+        return None
+    try:
+        info = ClassifierInfo(**stored["info"])
+        net = LeNet(info.channels, info.num_classes, info.feature_dim, info.width)
+        net.load_state_dict(stored["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CacheError(
+            f"the domain-classifier cache file {str(path)!r} is not a classifier genlab wrote "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). Delete it and genlab retrains it."
+        ) from None
+    return ClassifierFeatures(net, info, path)
 
 
 def resolve_classifier(
@@ -211,9 +244,9 @@ def resolve_classifier(
     """The cached classifier for this dataset and size; trained now (and said so) when missing and
     `train_if_missing`, else a ConfigError giving the command. Returns (backbone, trained_now)."""
     check_labelled_images(datamodule)
-    path = classifier_path(cache_dir, datamodule.name, datamodule.image_size, datamodule.channels)
-    if path.is_file():
-        return load_classifier(path), False
+    path = classifier_path(cache_dir, datamodule)
+    if path.is_file() and (cached := load_classifier(path, classifier_key(datamodule))) is not None:
+        return cached, False
     if not train_if_missing:
         raise ConfigError(
             f"no domain classifier for data={datamodule.name} at {datamodule.image_size}px in {path.parent}. "
