@@ -251,7 +251,8 @@ def resolve_classifier(
         raise ConfigError(
             f"no domain classifier for data={datamodule.name} at {datamodule.image_size}px in {path.parent}. "
             f"Train it once with `genlab train-classifier data={datamodule.name} "
-            f"data.image_size={datamodule.image_size}` (same paths.cache_dir), or set "
+            f"data.image_size={datamodule.image_size}` and the same other data settings (the cache is keyed "
+            "by the data's source, split and class filters) and the same paths.cache_dir, or set "
             "metrics.train_classifier_if_missing=true."
         )
     log(

@@ -25,13 +25,16 @@ DEVICES = ("auto", "cpu", "cuda")
 SPLITS = ("test", "val", "train")
 # `_target_`s genlab writes into a run config besides its families and data modules: the trainer and what it
 # is built with. Anything else in a stored config (os.system, subprocess.Popen, builtins.exec ...) is refused.
+# A config group that builds something new (a scheduler, a profiler) adds its package here.
 ALLOWED_TARGET_PREFIXES = (
-    "torch.optim.",
+    "torch.optim.",  # optimizers and lr_scheduler, as Hydra partials
     "pytorch_lightning.Trainer",
     "pytorch_lightning.callbacks.",
     "pytorch_lightning.loggers.",
     "pytorch_lightning.strategies.",
     "pytorch_lightning.plugins.",
+    "pytorch_lightning.profilers.",
+    "pytorch_lightning.accelerators.",
     "genlab.callbacks.",
     "genlab.loggers.",
 )
@@ -210,8 +213,9 @@ def data_overrides_from(cfg) -> dict[str, Any]:
     """The `data.<key>=value` settings the user gave a checkpoint command, as {key: value}.
 
     Under Hydra, the keys come from Hydra's record of the command line (so a key set to null counts, and a
-    command whose `data` node holds a whole default config — anomaly — passes on only what the user typed);
-    without Hydra (a config composed in Python), every non-null value of `cfg.data` counts."""
+    command whose `data` node holds a whole default config — anomaly — passes on only what the user typed).
+    Without Hydra (a config built in Python), every non-null value of an override node counts; a node with
+    a `_target_` is a whole default data config, not overrides, and counts for nothing."""
     from omegaconf import OmegaConf
 
     node = cfg.get("data")
@@ -220,7 +224,7 @@ def data_overrides_from(cfg) -> dict[str, Any]:
     values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     typed = user_data_keys()
     if typed is None:
-        return {k: v for k, v in values.items() if v is not None}
+        return {} if "_target_" in values else {k: v for k, v in values.items() if v is not None}
     return {k: values.get(k) for k in typed}
 
 
