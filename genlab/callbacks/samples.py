@@ -73,14 +73,16 @@ class SampleGrid(Callback):
         self.n, self.every_n_epochs, self.n_recon, self.seed = n, max(1, every_n_epochs), n_recon, seed
         self.log_images = log_images
         self.fixed_batch: torch.Tensor | None = None
+        self.fixed_labels: torch.Tensor | None = None
         self.written: list[Path] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
         if getattr(pl_module, "has_encoder", False) and datamodule is not None:
-            x = next(iter(datamodule.val_dataloader()))[0]
+            x, y = next(iter(datamodule.val_dataloader()))[:2]
             if x.dim() == 4:
                 self.fixed_batch = x[: self.n_recon]
+                self.fixed_labels = y[: self.n_recon]  # a conditional encoder needs them
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -93,12 +95,17 @@ class SampleGrid(Callback):
         try:
             samples = pl_module.sample(self.n, generator=torch.Generator().manual_seed(self.seed))
             if samples.dim() == 4:  # images; 2-D point families draw their own plots
-                self.written.append(save_grid(samples, self.dirpath / f"epoch_{epoch:03d}_samples.png"))
+                # a conditional model's samples cycle through the classes: one column per class
+                nrow = pl_module.num_classes if getattr(pl_module, "conditional", False) else None
+                self.written.append(
+                    save_grid(samples, self.dirpath / f"epoch_{epoch:03d}_samples.png", nrow=nrow)
+                )
                 if self.log_images:
                     log_grid(trainer, "samples/generated", samples)
             if self.fixed_batch is not None:
                 x = self.fixed_batch.to(pl_module.device)
-                grid = originals_over_reconstructions(x, pl_module.reconstruct(x))
+                recon = pl_module.reconstruct(x, labels=self.fixed_labels.to(pl_module.device))
+                grid = originals_over_reconstructions(x, recon)
                 self.written.append(save_grid(grid, self.dirpath / f"epoch_{epoch:03d}_recon.png", nrow=8))
                 if self.log_images:
                     log_grid(trainer, "samples/reconstructions", grid, nrow=8)

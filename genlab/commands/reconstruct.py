@@ -18,8 +18,8 @@ def reconstruct(cfg) -> None:
     run = load_checkpoint_run(cfg)
     model, device = run.model, run.device
     require_encoder(model, "reconstruct")
-    x, _ = pick_images(run.image_split(cfg.split), cfg.n, cfg.seed)
-    recon = model.reconstruct(x.to(device)).cpu()
+    x, y = pick_images(run.image_split(cfg.split), cfg.n, cfg.seed)
+    recon = model.reconstruct(x.to(device), labels=y.to(device)).cpu()  # a conditional encoder needs y
     out = output_dir(cfg)
     grid = originals_over_reconstructions(x, recon, per_row=cfg.per_row)
     path = save_grid(grid, out / "reconstructions.png", nrow=cfg.per_row)

@@ -72,6 +72,7 @@ def train(cfg, run: RunContext | None = None) -> float | None:
     from pytorch_lightning.utilities import rank_zero_only
 
     from genlab import __version__
+    from genlab.data.base import fill_num_classes
     from genlab.runtime import distributed
     from genlab.runtime.launch import in_multirun
 
@@ -95,6 +96,7 @@ def train(cfg, run: RunContext | None = None) -> float | None:
         # data.image_size=null: the data module found the images' own size; the model's nets (sized by
         # ${data.image_size}) and the checkpoint's config must say it too
         cfg.data.image_size = datamodule.image_size
+    fill_num_classes(cfg, datamodule)  # conditional models on image folders: classes known after a scan
     container = OmegaConf.to_container(cfg, resolve=True)
 
     model = instantiate(cfg.model)

@@ -117,8 +117,17 @@ class GenlabDataModule(pl.LightningDataModule):
         anomaly_classes: int | Iterable[int] | None = None,
         train_limit: int | None = None,
         augment: str | Iterable[str] | None = None,
+        per_class_limit: int | None = None,
     ) -> None:
         super().__init__()
+        if per_class_limit is not None and (
+            not isinstance(per_class_limit, int) or isinstance(per_class_limit, bool) or per_class_limit < 1
+        ):
+            raise ConfigError(
+                f"data.per_class_limit={per_class_limit!r} must be a positive integer (training images kept "
+                "per class) or null for all of them."
+            )
+        self.per_class_limit = per_class_limit
         # Anomaly detection (`genlab anomaly`): train and val keep only the normal classes, test keeps all.
         self.normal_classes = class_list("data.normal_classes", normal_classes)
         self.anomaly_classes = class_list("data.anomaly_classes", anomaly_classes)
@@ -166,7 +175,7 @@ class GenlabDataModule(pl.LightningDataModule):
 
     @train_set.setter
     def train_set(self, dataset: Dataset | None) -> None:
-        dataset = self.limit(self.keep_normal(dataset, "train"), self.train_limit)
+        dataset = self.limit_per_class(self.limit(self.keep_normal(dataset, "train"), self.train_limit))
         if dataset is not None and self.augment:
             dataset = Augmented(dataset, self.augment)
         self._train_set = dataset
@@ -263,6 +272,27 @@ class GenlabDataModule(pl.LightningDataModule):
             raise DataError(f"the {split} split of {self.name} holds no item of the normal classes {normal}.")
         return Subset(dataset, keep)
 
+    def limit_per_class(self, dataset: Dataset | None) -> Dataset | None:
+        """The training split cut to `per_class_limit` images per class (a small labelled set, e.g. for
+        `genlab augment`): a random subset fixed by `split_seed`, taken from the training split only (val and
+        test never enter it). A smaller limit with the same seed keeps a subset of a larger one's images."""
+        if dataset is None or self.per_class_limit is None:
+            return dataset
+        if not self.num_classes or getattr(self, "kind", "image") != "image":
+            raise ConfigError(
+                f"data.per_class_limit={self.per_class_limit} needs labelled images, but {self.name} has no "
+                "class labels. Use data.train_limit or leave data.per_class_limit=null."
+            )
+        labels = dataset_labels(dataset)
+        generator = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(len(labels), generator=generator)  # one shuffle, read class by class
+        keep = [order[labels[order] == c][: self.per_class_limit] for c in labels.unique().tolist()]
+        return Subset(dataset, torch.cat(keep).sort().values.tolist())
+
+    def label_names(self) -> list[str]:
+        """A readable name per class index (the index itself where the data has no names)."""
+        return [str(i) for i in range(self.num_classes or 0)]
+
     # -- helpers for subclasses -----------------------------------------------------------------
     def split_off_val(self, dataset: Dataset) -> tuple[Subset, Subset]:
         """Deterministic train/val split of `dataset`, fixed by `split_seed`."""
@@ -313,6 +343,7 @@ class GenlabDataModule(pl.LightningDataModule):
             "val_fraction": self.val_fraction,
             **({"train_limit": self.train_limit} if self.train_limit is not None else {}),
             **({"augment": list(self.augment)} if self.augment else {}),
+            **({"per_class_limit": self.per_class_limit} if self.per_class_limit is not None else {}),
         }
 
     def describe(self) -> dict:
@@ -333,3 +364,18 @@ class GenlabDataModule(pl.LightningDataModule):
             ),
             "source": source,
         }
+
+
+def fill_num_classes(cfg, datamodule) -> None:
+    """`model.conditional=true` on data whose classes are known only after scanning (an image folder's
+    class sub-folders): set the data module up and write its class count into `cfg.data.num_classes`, so
+    `model.num_classes` (which interpolates it) and the run's stored config both hold it. A folder without
+    sub-folders counts one class; the model then refuses to condition on it."""
+    model = cfg.get("model")
+    if not model or not model.get("conditional") or model.get("num_classes") is not None:
+        return
+    if getattr(datamodule, "kind", "image") != "image" or "num_classes" not in cfg.data:
+        return  # unlabelled: the model raises the one clear error
+    if datamodule.num_classes is None:
+        datamodule.setup("fit")
+    cfg.data.num_classes = datamodule.num_classes

@@ -15,10 +15,17 @@ class DigitsDataModule(GenlabDataModule):
     flip_safe = False  # data.augment=hflip is refused: a mirrored digit is no digit
 
     def __init__(
-        self, image_size: int = 16, channels: int = 1, test_fraction: float = 0.15, **kwargs
+        self,
+        image_size: int = 16,
+        channels: int = 1,
+        test_fraction: float = 0.15,
+        num_classes: int | None = 10,
+        **kwargs,
     ) -> None:
         if channels != 1:
             raise ConfigError(f"data.channels={channels!r}: digits are greyscale. Valid choices: 1.")
+        if num_classes not in (None, 10):
+            raise ConfigError(f"data.num_classes={num_classes!r}: digits has 10 classes. Valid choices: 10.")
         kwargs.setdefault("val_fraction", 0.15)
         super().__init__(image_size=image_size, channels=1, num_classes=10, **kwargs)
         if not 0 < test_fraction < 1 or test_fraction + self.val_fraction >= 1:

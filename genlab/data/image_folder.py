@@ -138,6 +138,7 @@ class ImageFolderDataModule(GenlabDataModule):
         self._files: dict[str, list[Path]] | None = None
         if self.image_size is None:
             self.image_size = self.native_size()
+        self.names: list[str] | None = None  # the class folders, known after setup()
 
     # -- identity: what the reference cache and metrics files say about the data ----------------------
     def split_settings(self) -> dict:
@@ -255,6 +256,12 @@ class ImageFolderDataModule(GenlabDataModule):
                 names[p] = p.parent.relative_to(base).as_posix()
         return names
 
+    def label_names(self) -> list[str]:
+        """The class folders' names, in label order."""
+        if self.names is None:
+            self.names = sorted(set(self.class_names(self.files()).values()))
+        return list(self.names)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
@@ -263,6 +270,7 @@ class ImageFolderDataModule(GenlabDataModule):
         classes = sorted(set(names.values()))
         self.num_classes = len(classes)
         index = {c: i for i, c in enumerate(classes)}
+        self.names = classes
 
         def dataset(group: list[Path]) -> ImageFiles:
             return ImageFiles(group, [index[names[p]] for p in group], self.image_size, self.channels)

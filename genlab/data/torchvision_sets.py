@@ -75,9 +75,14 @@ class TorchvisionDataModule(GenlabDataModule):
         download: bool = True,
         image_size: int | None = None,
         channels: int | None = None,
+        num_classes: int | None = 10,
         **kwargs,
     ) -> None:
         _, _, _, native, native_channels = DATASETS[self.dataset]
+        if num_classes not in (None, 10):
+            raise ConfigError(
+                f"data.num_classes={num_classes!r}: {self.dataset} has 10 classes. Valid choices: 10."
+            )
         if channels not in (None, native_channels):
             raise ConfigError(
                 f"data.channels={channels!r} does not match {self.dataset}, which has {native_channels} "
@@ -114,6 +119,18 @@ class TorchvisionDataModule(GenlabDataModule):
             self.train_set, self.val_set = self.split_off_val(TensorImages(images, labels))
         if self.test_set is None and stage in (None, "test", "predict"):
             self.test_set = TensorImages(*self._tensors(train=False))
+
+    def label_names(self) -> list[str]:
+        return list(CLASS_NAMES[self.dataset])
+
+
+# torchvision's names (MNIST.classes, FashionMNIST.classes, CIFAR-10's batches.meta), readable offline
+CLASS_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                      "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}  # fmt: skip
 
 
 class MNISTDataModule(TorchvisionDataModule):

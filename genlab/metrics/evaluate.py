@@ -321,10 +321,14 @@ def evaluate_model(
     reconstruction = None
     if getattr(model, "has_encoder", False) and settings.reconstruction:
         datamodule.setup("test")
-        images = torch.stack(
-            [datamodule.test_set[i][0] for i in range(min(settings.n_recon, len(datamodule.test_set)))]
+        items = [datamodule.test_set[i] for i in range(min(settings.n_recon, len(datamodule.test_set)))]
+        images = torch.stack([item[0] for item in items])
+        labels = (
+            torch.as_tensor([int(item[1]) for item in items])
+            if getattr(model, "conditional", False)
+            else None
         )
-        reconstruction = reconstruction_metrics(model, images, "test", settings.batch_size)
+        reconstruction = reconstruction_metrics(model, images, "test", settings.batch_size, labels=labels)
     else:
         notes["reconstruction"] = (
             "not computed: this family has no encoder" if settings.reconstruction else "off"

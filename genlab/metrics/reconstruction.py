@@ -19,9 +19,10 @@ class ReconstructionMetrics:
 
 @torch.no_grad()
 def reconstruction_metrics(
-    model, images: torch.Tensor, split: str, batch_size: int = 256
+    model, images: torch.Tensor, split: str, batch_size: int = 256, labels: torch.Tensor | None = None
 ) -> ReconstructionMetrics:
-    """MSE, PSNR (data range 1) and SSIM of `model.reconstruct` on `images` (float in [0, 1])."""
+    """MSE, PSNR (data range 1) and SSIM of `model.reconstruct` on `images` (float in [0, 1]); `labels`
+    are the images' classes, which a conditional model's encoder needs."""
     from torchmetrics import MeanSquaredError
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
@@ -32,7 +33,8 @@ def reconstruction_metrics(
     device = getattr(model, "device", torch.device("cpu"))
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]
-        recon = model.reconstruct(x.to(device)).float().clamp(0, 1).cpu()
+        kwargs = {"labels": labels[start : start + batch_size].to(device)} if labels is not None else {}
+        recon = model.reconstruct(x.to(device), **kwargs).float().clamp(0, 1).cpu()
         mse.update(recon.flatten(), x.flatten())
         psnr.update(recon, x)
         ssim.update(recon, x)

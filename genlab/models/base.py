@@ -2,6 +2,7 @@
 
 A family is a LightningModule with:
 - `sample(n, generator=None) -> Tensor`: images in [0, 1] shaped (n, C, H, W) (or points (n, 2));
+  conditional families (`model.conditional=true`) take `labels=` there and in `encode`/`decode`/`reconstruct`;
 - `latent_dim`, and `decode(z)` where a latent exists; `encode(x) -> (mu, logvar)` and
   `reconstruct(x)` where an encoder exists (`has_encoder = True`);
 - `training_step` returning a dict of named losses (checked by the divergence guard) and logging them
@@ -24,6 +25,7 @@ import torch
 
 from genlab import __version__
 from genlab.errors import CheckpointError, ConfigError, GenlabError
+from genlab.nets.conditioning import with_label_maps, with_label_vector
 from genlab.plain import plain_value_problem, refused_global
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -37,6 +39,70 @@ class GenerativeModel(pl.LightningModule):
         super().__init__()
         self.optimizer_factory = optimizer
         self.run_config: dict[str, Any] | None = None  # the composed config, stored in checkpoints
+        self.conditional = False
+        self.num_classes: int | None = None
+
+    # -- class conditioning (model.conditional=true; genlab/nets/conditioning.py) --------------------
+    def setup_conditioning(self, conditional: bool, num_classes: int | None) -> None:
+        """Check and store the conditioning settings; unlabelled data cannot be conditioned on."""
+        if conditional and (num_classes is None or int(num_classes) < 2):
+            raise ConfigError(
+                f"model.conditional=true needs class labels, but the data has none (model.num_classes="
+                f"{num_classes!r}, taken from data.num_classes): the ring/grid point mixtures and image "
+                "folders without class sub-folders are unlabelled. Use a labelled dataset (data=digits, "
+                "mnist, fashion_mnist, cifar10, or an image folder with one sub-folder per class) or "
+                "model.conditional=false."
+            )
+        self.conditional = bool(conditional)
+        self.num_classes = int(num_classes) if conditional else None
+
+    def class_labels(self, n: int, labels: Any = None) -> torch.Tensor:
+        """The labels of n generated samples of a conditional model, on its device: `labels` checked
+        (one label is repeated n times), or, when None, the classes in turn 0, 1, …, K-1, 0, … so that
+        every batch is class-balanced without touching the random stream."""
+        if not self.conditional:
+            raise ConfigError(
+                f"labels were given, but this {self.family!r} model is not conditional (it was trained with "
+                "model.conditional=false), so it cannot generate a chosen class. Train it with "
+                "model.conditional=true to generate by class."
+            )
+        if labels is None:
+            return torch.arange(n, device=self.device) % self.num_classes
+        labels = torch.as_tensor(labels, dtype=torch.long).flatten().to(self.device)
+        if len(labels) == 1:
+            labels = labels.expand(n)
+        if len(labels) != n:
+            raise ConfigError(
+                f"{len(labels)} labels were given for {n} samples; give one label or n of them."
+            )
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if len(bad):
+            raise ConfigError(
+                f"label {int(bad[0])} is out of range: this model knows {self.num_classes} classes, so valid "
+                f"labels are 0..{self.num_classes - 1}."
+            )
+        return labels
+
+    def batch_labels(self, batch) -> torch.Tensor | None:
+        """The labels of an (x, y) batch when the model is conditional (None otherwise)."""
+        return batch[1] if self.conditional else None
+
+    def data_labels(self, labels: torch.Tensor | None, what: str) -> torch.Tensor:
+        """The labels of real images (for a conditional encoder or discriminator); an error when missing."""
+        if labels is None:
+            raise ConfigError(
+                f"this {self.family!r} model is conditional: {what} needs the images' class labels "
+                "(labels=...), which unlabelled callers cannot give."
+            )
+        return labels.long().to(self.device)
+
+    def refuse_conditional(self, what: str) -> None:
+        if self.conditional:
+            raise ConfigError(
+                f"{what} is not defined for a conditional model (model.conditional=true): its scores would "
+                "need the class of the image being scored. Use a checkpoint trained with "
+                "model.conditional=false."
+            )
 
     def make_optimizer(
         self,
@@ -73,25 +139,41 @@ class GaussianEncoderDecoder(GenerativeModel):
     decoder: torch.nn.Module
     latent_dim: int
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) (q(z|x, y) when conditional, Sohn et al. 2015; unconditional models ignore `labels`)."""
+        if self.conditional:
+            x = with_label_maps(x, self.data_labels(labels, "encoding"), self.num_classes)
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-30.0, 20.0)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents -> images in [0, 1]."""
-        return torch.sigmoid(self.decoder(z))
+    def decoder_input(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor:
+        """z, or [z, one_hot(y)] when conditional (`labels=None`: the classes in turn)."""
+        if not self.conditional:
+            return z
+        return with_label_vector(z, self.class_labels(len(z), labels), self.num_classes)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode the posterior mean."""
-        return self.decode(self.encode(x)[0])
+    def decode(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor:
+        """Latents (and, when conditional, labels) -> images in [0, 1]."""
+        return torch.sigmoid(self.decoder(self.decoder_input(z, labels)))
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images from the prior; pass a seeded CPU `generator` for the same images every call."""
-        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device))
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode the posterior mean (with the images' own labels when conditional)."""
+        labels = labels if self.conditional else None
+        return self.decode(self.encode(x, labels)[0], labels)
 
-    def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, labels: Any = None) -> torch.Tensor:
+        """Images from the prior; pass a seeded CPU `generator` for the same images every call, and
+        `labels` (one class or n of them) to choose the classes of a conditional model."""
+        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        if labels is not None and not self.conditional:
+            self.class_labels(n, labels)  # the clear error
+        return self.decode(z, labels)
+
+    def reconstruction_error(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Squared error of the reconstruction, summed over pixels: one value per image."""
-        return (self.reconstruct(x) - x).pow(2).flatten(1).sum(1)
+        return (self.reconstruct(x, labels) - x).pow(2).flatten(1).sum(1)
 
 
 def read_checkpoint_file(path: str | Path, key: str = "ckpt") -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Variational autoencoder (Kingma & Welling 2014) with a β weight (Higgins et al. 2017) and KL warm-up
-(Bowman et al. 2016; Sønderby et al. 2016)."""
+(Bowman et al. 2016; Sønderby et al. 2016). `conditional=True` makes it a conditional VAE (Sohn et al. 2015):
+the class label enters the encoder q(z|x, y) as one-hot input maps and the decoder p(x|z, y) as a one-hot
+vector next to z (genlab/nets/conditioning.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class VAE(GaussianEncoderDecoder):
         likelihood: str = "bernoulli",
         gaussian_std: float = 0.1,
         kl_warmup_steps: int = 0,
+        conditional: bool = False,
+        num_classes: int | None = None,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(optimizer)
@@ -39,9 +43,11 @@ class VAE(GaussianEncoderDecoder):
                 f"model.kl_warmup_steps={kl_warmup_steps!r} must be >= 0 (0 turns warm-up off)."
             )
         self.save_hyperparameters(ignore=["optimizer"])
+        self.setup_conditioning(conditional, num_classes)
         self.latent_dim = latent_dim
-        self.encoder = ConvEncoder(image_size, channels, 2 * latent_dim, width)
-        self.decoder = ConvDecoder(latent_dim, image_size, channels, width)
+        n_cond = self.num_classes or 0  # one-hot label channels / units (0 when unconditional)
+        self.encoder = ConvEncoder(image_size, channels + n_cond, 2 * latent_dim, width)
+        self.decoder = ConvDecoder(latent_dim + n_cond, image_size, channels, width)
 
     # encode, decode, reconstruct and sample come from GaussianEncoderDecoder
     @torch.no_grad()
@@ -50,6 +56,7 @@ class VAE(GaussianEncoderDecoder):
         based anomaly detection using reconstruction probability"):
         `recon_error`: squared error of the reconstruction from the posterior mean, summed over pixels;
         `neg_elbo`: -ELBO = E_q[-log p(x|z)] + KL(q(z|x) || p(z)), the expectation over `n_samples` draws."""
+        self.refuse_conditional("anomaly scoring")
         mu, logvar = self.encode(x)
         nll = sum(
             reconstruction_nll(
@@ -71,24 +78,27 @@ class VAE(GaussianEncoderDecoder):
         ramp = min(1.0, self.global_step / warmup) if warmup else 1.0
         return self.hparams.beta * ramp
 
-    def _losses(self, x: torch.Tensor, kl_weight: float) -> dict[str, torch.Tensor]:
-        mu, logvar = self.encode(x)
+    def _losses(
+        self, x: torch.Tensor, kl_weight: float, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode(x, y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        recon = reconstruction_nll(self.decoder(z), x, self.hparams.likelihood, self.hparams.gaussian_std)
+        logits = self.decoder(self.decoder_input(z, y))
+        recon = reconstruction_nll(logits, x, self.hparams.likelihood, self.hparams.gaussian_std)
         kl = kl_standard_normal(mu, logvar)
         return {"loss": recon + kl_weight * kl, "loss_recon": recon, "loss_kl": kl}
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        losses = self._losses(batch[0], self.kl_weight())
+        losses = self._losses(batch[0], self.kl_weight(), self.batch_labels(batch))
         self.log_dict(
             {f"train/{k}": v for k, v in losses.items()}, prog_bar=False, on_step=True, on_epoch=True
         )
         return losses
 
     def _eval_step(self, batch, stage: str) -> None:
-        x = batch[0]
-        losses = self._losses(x, self.hparams.beta)
-        losses["recon_mse"] = F.mse_loss(self.reconstruct(x), x)
+        x, y = batch[0], self.batch_labels(batch)
+        losses = self._losses(x, self.hparams.beta, y)
+        losses["recon_mse"] = F.mse_loss(self.reconstruct(x, y), x)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in losses.items()}, on_epoch=True, batch_size=len(x), sync_dist=True
         )

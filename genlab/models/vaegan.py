@@ -13,6 +13,11 @@ side: for `ns`, the non-saturating −log Dis(x̃) (Goodfellow et al. 2014, sec.
 log(1 − Dis(x̃)), which gives the decoder almost no gradient while the discriminator wins. The GAN loss
 never reaches the encoder (the authors' code zeroes that gradient), and L_llike never trains the
 discriminator (Algorithm 1).
+
+`conditional=True`: encoder q(z|x, y) and decoder p(x|z, y) as in the conditional VAE (Sohn et al. 2015),
+and a projection discriminator D(x, y) (Miyato & Koyama 2018), as in the conditional GAN (see gan.py for
+why projection rather than an auxiliary classifier). The feature layer Dis_l stays label-free, so the
+learned similarity metric is the same for every class.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from genlab.errors import ConfigError, bad_choice
 from genlab.losses import GAN_LOSSES, gaussian_nll, kl_standard_normal
 from genlab.models.base import GaussianEncoderDecoder, OptimizerFactory
 from genlab.nets import ConvDecoder, ConvEncoder
+from genlab.nets.conditioning import LabelProjection
 from genlab.nets.conv import NORMS, dcgan_init
 
 # the GAN losses whose discriminator needs nothing but real and fake outputs (WGAN needs a penalty term)
@@ -52,6 +58,8 @@ class VAEGAN(GaussianEncoderDecoder):
         gan_loss: str = "ns",
         equilibrium: float = 0.68,
         margin: float | None = 0.4,
+        conditional: bool = False,
+        num_classes: int | None = None,
         optimizer: OptimizerFactory | None = None,
         optimizer_d: OptimizerFactory | None = None,
     ) -> None:
@@ -78,12 +86,16 @@ class VAEGAN(GaussianEncoderDecoder):
                 f"model.margin={margin!r} must be positive, or null to always update every network."
             )
         self.save_hyperparameters(ignore=["optimizer", "optimizer_d"])
+        self.setup_conditioning(conditional, num_classes)
         self.automatic_optimization = False
         self.optimizer_d_factory = optimizer_d
         self.latent_dim = latent_dim
-        self.encoder = ConvEncoder(image_size, channels, 2 * latent_dim, width)
-        self.decoder = ConvDecoder(latent_dim, image_size, channels, width)
+        n_cond = self.num_classes or 0  # one-hot label channels / units (0 when unconditional)
+        self.encoder = ConvEncoder(image_size, channels + n_cond, 2 * latent_dim, width)
+        self.decoder = ConvDecoder(latent_dim + n_cond, image_size, channels, width)
         self.discriminator = ConvEncoder(image_size, channels, 1, disc_width, norm=disc_norm)
+        if self.conditional:
+            self.projection = LabelProjection(self.discriminator.head.in_features, self.num_classes)
         n_blocks = len(self.discriminator.blocks)
         if not -n_blocks <= feature_layer < n_blocks:
             raise ConfigError(
@@ -101,6 +113,13 @@ class VAEGAN(GaussianEncoderDecoder):
         """Dis_l(x): the discriminator's activations at the feature layer l."""
         return self.discriminator.features(x)[self.feature_index]
 
+    def disc_features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The discriminator's block activations, then its logit: D(x), or D(x, y) when conditional."""
+        feats = self.discriminator.features(x)
+        if self.conditional:
+            feats[-1] = self.projection(feats, self.data_labels(labels, "the discriminator"))
+        return feats
+
     @torch.no_grad()
     def anomaly_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-image anomaly scores, higher = more anomalous:
@@ -109,6 +128,7 @@ class VAEGAN(GaussianEncoderDecoder):
         `feature_recon_error`: ||Dis_l(x) - Dis_l(x̃)||² / 2 summed over the layer's units, the paper's
         learned similarity metric;
         `disc_nll`: -log Dis(x), how fake the discriminator finds the image."""
+        self.refuse_conditional("anomaly scoring")
         recon = self.reconstruct(x)
         feats = self.discriminator.features(torch.cat([x, recon]))
         real_feats, recon_feats = feats[self.feature_index].chunk(2)
@@ -149,14 +169,15 @@ class VAEGAN(GaussianEncoderDecoder):
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         opt_enc, opt_dec, opt_disc = self.optimizers()
-        x = batch[0]
+        x, y = batch[0], self.batch_labels(batch)
+        y3 = torch.cat([y, y, y]) if y is not None else None  # labels of real, reconstructed and prior images
         n = len(x)
-        mu, logvar = self.encode(x)
-        x_recon = self.decode(mu + torch.randn_like(mu) * (0.5 * logvar).exp())
-        x_prior = self.decode(torch.randn_like(mu))
+        mu, logvar = self.encode(x, y)
+        x_recon = self.decode(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), y)
+        x_prior = self.decode(torch.randn_like(mu), y)
         # One discriminator pass over real, reconstructed and prior images, so batch-norm statistics are
         # shared and Dis_l(x) and Dis_l(x̃) are measured on the same scale.
-        feats = self.discriminator.features(torch.cat([x, x_recon, x_prior]))
+        feats = self.disc_features(torch.cat([x, x_recon, x_prior]), y3)
         layer = feats[self.feature_index]
         logits = feats[-1].flatten()
         loss_kl = kl_standard_normal(mu, logvar)
@@ -183,7 +204,7 @@ class VAEGAN(GaussianEncoderDecoder):
 
         # Discriminator: L_GAN on real vs. reconstructed and prior images (both count as fakes, sec. 2).
         fakes = torch.cat([x_recon, x_prior]).detach()
-        d_logits = self.discriminator(torch.cat([x, fakes])).flatten()
+        d_logits = self.disc_features(torch.cat([x, fakes]), y3)[-1].flatten()
         loss_gan_d = self.d_loss_fn(d_logits[:n], d_logits[n:])
         if update_disc:
             opt_disc.zero_grad(set_to_none=True)
@@ -206,9 +227,9 @@ class VAEGAN(GaussianEncoderDecoder):
         return losses
 
     def _eval_step(self, batch, stage: str) -> None:
-        x = batch[0]
-        mu, logvar = self.encode(x)
-        recon = self.decode(mu)
+        x, y = batch[0], self.batch_labels(batch)
+        mu, logvar = self.encode(x, y)
+        recon = self.decode(mu, y)
         feats = self.layer_features(torch.cat([x, recon]))
         real_feats, recon_feats = feats.chunk(2)
         recon_mse = F.mse_loss(recon, x)
@@ -234,5 +255,12 @@ class VAEGAN(GaussianEncoderDecoder):
         return [
             self.make_optimizer(self.encoder.parameters(), name="optimizer"),
             self.make_optimizer(self.decoder.parameters(), name="optimizer"),
-            self.make_optimizer(self.discriminator.parameters(), self.optimizer_d_factory, "optimizer_d"),
+            self.make_optimizer(
+                [
+                    *self.discriminator.parameters(),
+                    *(self.projection.parameters() if self.conditional else []),
+                ],
+                self.optimizer_d_factory,
+                "optimizer_d",
+            ),
         ]
