@@ -1,0 +1,196 @@
+"""Class-conditional families (model.conditional=true): labels from the data, sampling by class, class-by-row
+grids, conditional interpolation, the per-class training subset, and clear errors for what cannot work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from genlab.errors import ConfigError
+from genlab.models.gan import GAN
+from genlab.models.vae import VAE
+from genlab.models.vaegan import VAEGAN
+
+from .conftest import run_genlab
+from .test_config import compose_train
+
+FAMILIES = (VAE, GAN, VAEGAN)
+
+
+@pytest.fixture(scope="session")
+def cvae_smoke_run(tmp_path_factory) -> Path:
+    """A conditional VAE trained on digits with trainer=smoke through the console script; its run folder."""
+    root = tmp_path_factory.mktemp("cvae_smoke")
+    run_genlab(
+        "train", "model=vae", "model.conditional=true", "trainer=smoke", "logger=none",
+        f"hydra.run.dir={root / 'run'}", cwd=root,
+    )  # fmt: skip
+    return root / "run"
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda c: c.family)
+def test_conditional_models_generate_the_given_labels_and_check_them(family):
+    model = family(image_size=16, channels=1, conditional=True, num_classes=10).eval()
+    with torch.no_grad():
+        a = model.sample(4, generator=torch.Generator().manual_seed(0), labels=[1, 1, 1, 1])
+        b = model.sample(4, generator=torch.Generator().manual_seed(0), labels=2)
+    assert a.shape == (4, 1, 16, 16)
+    assert not torch.allclose(a, b)  # same noise, another class: other images
+    with pytest.raises(ConfigError, match=r"valid labels are 0\.\.9"):
+        model.sample(2, labels=10)
+    with pytest.raises(ConfigError, match="not conditional"):
+        family(image_size=16, channels=1).sample(2, labels=3)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda c: c.family)
+def test_unconditional_networks_are_unchanged_and_hparams_record_conditioning(family):
+    plain = family(image_size=16, channels=1, num_classes=10)  # num_classes alone changes nothing
+    reference = family(image_size=16, channels=1)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+    conditional = family(image_size=16, channels=1, conditional=True, num_classes=10)
+    assert conditional.hparams.conditional is True and conditional.hparams.num_classes == 10
+    shapes = {k: v.shape for k, v in conditional.state_dict().items()}
+    assert shapes != {k: v.shape for k, v in plain.state_dict().items()}  # label inputs / projection
+
+
+@pytest.mark.parametrize("data", ["ring", "grid"])
+def test_conditional_on_unlabelled_points_is_one_clear_error(tmp_path, data):
+    cfg = compose_train(tmp_path, [f"data={data}", "model=gan", "model.conditional=true"])
+    with pytest.raises(Exception) as info:
+        instantiate(cfg.model)
+    from genlab.errors import find_user_error
+
+    assert "needs class labels" in str(find_user_error(info.value))
+
+
+def write_folder(root: Path, classes: list[str], per_class: int = 4) -> Path:
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True) if name else root.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_image_folder_class_count_is_filled_in_after_scanning(tmp_path):
+    from genlab.data.base import fill_num_classes
+
+    root = write_folder(tmp_path / "imgs", ["cats", "dogs", "owls"])
+    overrides = ["data=image_folder", f"data.root={root}", "data.image_size=8", "model.conditional=true"]
+    cfg = compose_train(tmp_path, overrides)
+    datamodule = instantiate(cfg.data)
+    fill_num_classes(cfg, datamodule)
+    model = instantiate(cfg.model)
+    assert model.num_classes == 3 and cfg.data.num_classes == 3
+    assert datamodule.class_names() == ["cats", "dogs", "owls"]
+
+    flat = write_folder(tmp_path / "flat", [""], per_class=6)  # no class sub-folders: unlabelled
+    cfg = compose_train(tmp_path, [*overrides[:1], f"data.root={flat}", *overrides[2:]])
+    datamodule = instantiate(cfg.data)
+    fill_num_classes(cfg, datamodule)
+    with pytest.raises(Exception, match="needs class labels"):
+        instantiate(cfg.model)
+
+
+def test_per_class_limit_keeps_k_per_class_from_train_only_and_nests():
+    from genlab.data.base import dataset_labels
+    from genlab.data.digits import DigitsDataModule
+
+    def subset(k):
+        dm = DigitsDataModule(per_class_limit=k)
+        dm.setup("fit")
+        return dm
+
+    small, large, full = subset(3), subset(7), subset(None)
+    assert torch.bincount(dataset_labels(small.train_set)).tolist() == [3] * 10
+    assert torch.bincount(dataset_labels(large.train_set)).tolist() == [7] * 10
+    assert set(small.train_set.indices) <= set(large.train_set.indices)  # a smaller k is a subset
+    assert len(small.val_set) == len(full.val_set) and len(small.test_set) == len(full.test_set)
+    assert small.describe()["per_class_limit"] == 3
+    with pytest.raises(ConfigError, match="per_class_limit"):
+        DigitsDataModule(per_class_limit=0)
+
+
+def compose_command(name: str, tmp_path: Path, overrides: list[str]):
+    """conf/<name>.yaml composed in-process (no console-script start-up), writing into tmp_path."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from genlab.cli import conf_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    return cfg
+
+
+def test_sample_per_class_grid_has_one_row_per_class(cvae_smoke_run, tmp_path):
+    from genlab.commands.sample import sample
+
+    ckpt = f"ckpt={cvae_smoke_run / 'checkpoints' / 'last.ckpt'}"
+    sample(compose_command("sample", tmp_path, [ckpt, "per_class=3", "save_tensor=true", "device=cpu"]))
+    labels = torch.load(tmp_path / "labels.pt", weights_only=True)
+    assert labels.tolist() == [c for c in range(10) for _ in range(3)]
+    assert torch.load(tmp_path / "samples.pt", weights_only=True).shape == (30, 1, 16, 16)
+    with Image.open(tmp_path / "samples.png") as grid:
+        assert grid.height == 10 * (16 + 2) + 2  # ten rows of 16-px tiles, torchvision's 2-px padding
+        assert grid.width > 3 * (16 + 2) + 2  # three columns plus the class-name margin
+
+    with pytest.raises(ConfigError, match=r"valid labels are 0\.\.9"):
+        sample(compose_command("sample", tmp_path / "bad", [ckpt, "label=10", "device=cpu"]))
+
+
+def test_label_on_an_unconditional_checkpoint_is_a_clear_error(vae_smoke_run, tmp_path):
+    from genlab.commands.sample import sample
+
+    ckpt = f"ckpt={vae_smoke_run / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(ConfigError, match="model.conditional=false"):
+        sample(compose_command("sample", tmp_path, [ckpt, "label=7", "device=cpu"]))
+
+
+def test_interpolate_holds_the_class_or_the_style(cvae_smoke_run, tmp_path):
+    from genlab.commands.interpolate import interpolate
+
+    ckpt = f"ckpt={cvae_smoke_run / 'checkpoints' / 'last.ckpt'}"
+    for hold in ("class", "style"):
+        overrides = [ckpt, f"hold={hold}", "pairs=2", "steps=5", "paths_between=lerp", "device=cpu"]
+        interpolate(compose_command("interpolate", tmp_path / hold, overrides))
+    with Image.open(tmp_path / "class" / "interpolation_lerp.png") as grid:
+        assert grid.size == ((5 + 2) * 18 + 2, 2 * 18 + 2)  # start image, 5 steps, end image
+    with Image.open(tmp_path / "style" / "interpolation_classes.png") as grid:
+        assert grid.size == ((1 + 10) * 18 + 2, 2 * 18 + 2)  # start image, then one column per class
+
+
+@pytest.mark.slow
+def test_conditional_vae_on_digits_generates_the_requested_class(tmp_path):
+    """A small CVAE trained for a few epochs on digits: the domain classifier recognises the requested
+    class in its samples far above chance (10%)."""
+    import pytorch_lightning as pl
+
+    from genlab.data.digits import DigitsDataModule
+    from genlab.metrics.classifier import resolve_classifier
+
+    torch.set_num_threads(1)
+    classifier, _ = resolve_classifier(DigitsDataModule(), tmp_path, steps=150, log=lambda *a: None)
+    pl.seed_everything(0, verbose=False)
+    model = VAE(conditional=True, num_classes=10, latent_dim=8, width=16)
+    trainer = pl.Trainer(
+        max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=DigitsDataModule())
+    labels = torch.arange(10).repeat_interleave(20)
+    with torch.no_grad():
+        samples = model.eval().sample(len(labels), generator=torch.Generator().manual_seed(0), labels=labels)
+        predicted = classifier.with_output("logits")(samples).argmax(1)
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy > 0.35, f"class-conditional accuracy {accuracy:.2f} is not far above chance (0.10)"
