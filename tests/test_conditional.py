@@ -87,7 +87,7 @@ def test_image_folder_class_count_is_filled_in_after_scanning(tmp_path):
     fill_num_classes(cfg, datamodule)
     model = instantiate(cfg.model)
     assert model.num_classes == 3 and cfg.data.num_classes == 3
-    assert datamodule.class_names() == ["cats", "dogs", "owls"]
+    assert datamodule.label_names() == ["cats", "dogs", "owls"]
 
     flat = write_folder(tmp_path / "flat", [""], per_class=6)  # no class sub-folders: unlabelled
     cfg = compose_train(tmp_path, [*overrides[:1], f"data.root={flat}", *overrides[2:]])
