@@ -120,13 +120,15 @@ def compose_command(name: str, tmp_path: Path, overrides: list[str]):
     """conf/<name>.yaml composed in-process (no console-script start-up), writing into tmp_path."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from genlab.cli import conf_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(name, overrides=overrides)
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # the command reads its own command line from it
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.paths.cache_dir = str(tmp_path / "cache")
