@@ -454,3 +454,14 @@ def test_every_config_genlab_ships_passes_the_target_check(tmp_path):
             check_config_targets(container, family_of[container["model"]["_target_"]], f"{group}={choice}")
             checked += 1
     assert checked >= 20
+
+
+def test_inception_weight_files_are_read_safely_first(tmp_path, crafted):
+    """torch-fidelity unpickles its weight file without restriction: genlab reads it safely before."""
+    from genlab.metrics.inception import resolve_inception
+
+    weights = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save({"conv.weight": torch.zeros(1), "evil": ShellPayload(crafted["marker"])}, weights)
+    with pytest.raises(CacheError, match="refuses to unpickle") as err:
+        resolve_inception(weights=weights, download=False)
+    assert str(weights) in str(err.value) and not crafted["marker"].exists()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.errors import ConfigError
+from genlab.errors import CacheError, ConfigError
 
 TORCH_FIDELITY_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 TORCH_FIDELITY_FILE = TORCH_FIDELITY_URL.rsplit("/", 1)[-1]
@@ -119,9 +119,18 @@ def torch_fidelity_weights(download: bool, timeout: float) -> Path | None:
         socket.setdefaulttimeout(previous)
 
 
+def check_weights_file(path: Path) -> None:
+    """A CacheError unless `path` holds tensors and plain values only. torch-fidelity reads its weight file
+    with `torch.load(weights_only=False)`; a file that passes this safe read first runs no code there."""
+    from genlab.metrics.reference import read_cache_file
+
+    read_cache_file(path, "Inception weight")
+
+
 def _torch_fidelity_net(path: Path, feature: int) -> nn.Module:
     from torchmetrics.image.fid import NoTrainInceptionV3
 
+    check_weights_file(path)
     return NoTrainInceptionV3(
         name="inception-v3-compat", features_list=[str(feature)], feature_extractor_weights_path=str(path)
     )
@@ -149,6 +158,8 @@ def resolve_inception(
             raise ConfigError(f"metrics.inception_weights={str(path)!r} does not exist.")
         try:
             net, kind = _load(path, feature)
+        except CacheError:
+            raise
         except Exception as exc:
             raise ConfigError(
                 f"metrics.inception_weights={str(path)!r} is neither a TorchScript InceptionV3 nor "
