@@ -143,9 +143,10 @@ def test_sweep_over_a_key_one_family_lacks_is_refused_before_any_job(tmp_path):
 
 
 def test_the_product_sweep_over_all_families_composes():
-    # `genlab train -m model=vae,gan,vaegan model.optimizer.lr=1e-4,3e-4`: model.optimizer is the generative
-    # network's optimizer in every family, so every job composes (raises otherwise)
-    check_sweep_composes(conf_dir(), "train", ["-m", "model=vae,gan,vaegan", "model.optimizer.lr=1e-4,3e-4"])
+    # `genlab train -m model=vae,gan,vaegan,diffusion,flow model.optimizer.lr=1e-4,3e-4`: model.optimizer is
+    # the generative network's optimizer in every family, so every job composes (raises otherwise)
+    families = "model=vae,gan,vaegan,diffusion,flow"
+    check_sweep_composes(conf_dir(), "train", ["-m", families, "model.optimizer.lr=1e-4,3e-4"])
 
 
 def test_ddp_in_multirun_is_refused_naming_ddp_spawn(tmp_path):

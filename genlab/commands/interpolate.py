@@ -77,12 +77,12 @@ def interpolate(cfg) -> None:
     if hold is not None:
         return report(interpolate_conditional(cfg, run, methods, hold, out))
 
-    if getattr(model, "has_encoder", False):
+    if getattr(model, "has_encoder", False) or getattr(model, "invertible", False):
         starts, ends = pick_pairs(run.image_split(cfg.split), cfg.pairs, cfg.seed)
-        z_start, z_end = (
-            model.encode(starts.to(device))[0],
-            model.encode(ends.to(device))[0],
-        )  # posterior means
+        if model.has_encoder:  # posterior means
+            z_start, z_end = model.encode(starts.to(device))[0], model.encode(ends.to(device))[0]
+        else:  # a deterministic code: the flow's exact z, diffusion's DDIM-inverted noise
+            z_start, z_end = model.encode(starts.to(device)), model.encode(ends.to(device))
         ends_shown = (starts, ends) if cfg.show_originals else None
     else:  # no encoder (e.g. a GAN): walk between draws from the prior N(0, I)
         generator = torch.Generator().manual_seed(int(cfg.seed))

@@ -13,11 +13,13 @@ if TYPE_CHECKING:
 
 def families() -> dict[str, type[GenerativeModel]]:
     """Family name -> LightningModule class, for every family genlab ships (imported on first use)."""
+    from genlab.models.diffusion import Diffusion
+    from genlab.models.flow import Flow
     from genlab.models.gan import GAN
     from genlab.models.vae import VAE
     from genlab.models.vaegan import VAEGAN
 
-    return {cls.family: cls for cls in (VAE, GAN, VAEGAN)}
+    return {cls.family: cls for cls in (VAE, GAN, VAEGAN, Diffusion, Flow)}
 
 
 def family_class(name: object, source: str = "the checkpoint") -> type[GenerativeModel]:
