@@ -145,6 +145,34 @@ def accuracy(net: LeNet, loader) -> float:
     return correct / max(total, 1)
 
 
+def small_shift(x: torch.Tensor) -> torch.Tensor:
+    """The batch rolled by up to one pixel each way: small shifts make the features robust to the slight
+    misalignment of generated digits."""
+    shift = torch.randint(-1, 2, (2,)).tolist()
+    return torch.roll(x, shifts=shift, dims=(2, 3))
+
+
+def fit_classifier(net: LeNet, loader, steps: int, lr: float = 2e-3, transform=None, log=print) -> int:
+    """The classifier's training loop: `steps` Adam steps of cross-entropy over `loader`'s batches, each batch
+    passed through `transform` first (None: as is). Returns the number of (partial) epochs run."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    epochs = math.ceil(steps / len(loader))  # a step budget suits small (digits) and large sets alike
+    step = 0
+    for epoch in range(epochs):
+        net.train()
+        for x, y in loader:
+            if step == steps:
+                break
+            step += 1
+            x = transform(x) if transform is not None else x
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        log(f"classifier epoch {epoch + 1}/{epochs}: train loss {loss.item():.4f}")
+    return epochs
+
+
 def train_classifier(
     datamodule,
     cache_dir: str | Path,
@@ -169,25 +197,8 @@ def _train_classifier(datamodule, cache_dir, steps, lr, seed, feature_dim, width
     datamodule.setup("fit")
     datamodule.setup("test")
     net = LeNet(datamodule.channels, datamodule.num_classes, feature_dim, width)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     start = time.perf_counter()
-    loader = datamodule.train_dataloader()
-    epochs = math.ceil(steps / len(loader))  # a step budget suits small (digits) and large sets alike
-    step = 0
-    for epoch in range(epochs):
-        net.train()
-        for x, y in loader:
-            if step == steps:
-                break
-            step += 1
-            # small shifts make the features robust to the slight misalignment of generated digits
-            shift = torch.randint(-1, 2, (2,)).tolist()
-            x = torch.roll(x, shifts=shift, dims=(2, 3))
-            loss = F.cross_entropy(net(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        log(f"classifier epoch {epoch + 1}/{epochs}: train loss {loss.item():.4f}")
+    epochs = fit_classifier(net, datamodule.train_dataloader(), steps, lr, small_shift, log)
     test_accuracy = accuracy(net, datamodule.test_dataloader())
     info = ClassifierInfo(
         dataset=datamodule.name,
