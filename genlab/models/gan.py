@@ -72,6 +72,7 @@ class GAN(GenerativeModel):
         spectral_norm: bool = False,
         d_norm: str = "auto",
         g_norm: str = "batch",
+        upsample: str = "transpose",
         output: str = "tanh",
         ema: bool = False,
         ema_decay: float = 0.999,
@@ -123,7 +124,9 @@ class GAN(GenerativeModel):
                 )
             norm = self._discriminator_norm(d_norm, loss, spectral_norm)
             n_cond = self.num_classes or 0  # one-hot label units next to z (0 when unconditional)
-            self.generator = ConvDecoder(latent_dim + n_cond, image_size, channels, width, norm=g_norm)
+            self.generator = ConvDecoder(
+                latent_dim + n_cond, image_size, channels, width, norm=g_norm, upsample=upsample
+            )
             self.discriminator = ConvEncoder(
                 image_size, channels, 1, width, norm=norm, spectral_norm=spectral_norm
             )

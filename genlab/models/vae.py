@@ -14,6 +14,15 @@ from genlab.models.base import GaussianEncoderDecoder, OptimizerFactory
 from genlab.nets import ConvDecoder, ConvEncoder
 
 
+def likelihood_for(likelihood: str, channels: int) -> str:
+    """`auto`: Bernoulli for one-channel images (digits, MNIST: mostly near 0 or 1, where it is the usual
+    choice), a Gaussian for colour images, whose mid-range values a Bernoulli decoder pulls towards grey
+    (measured in benchmarks/results/rgb.md)."""
+    if likelihood != "auto":
+        return likelihood
+    return "bernoulli" if channels == 1 else "gaussian"
+
+
 class VAE(GaussianEncoderDecoder):
     family = "vae"
 
@@ -24,16 +33,17 @@ class VAE(GaussianEncoderDecoder):
         latent_dim: int = 16,
         width: int = 32,
         beta: float = 1.0,
-        likelihood: str = "bernoulli",
+        likelihood: str = "auto",
         gaussian_std: float = 0.1,
         kl_warmup_steps: int = 0,
         conditional: bool = False,
         num_classes: int | None = None,
+        upsample: str = "transpose",
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(optimizer)
-        if likelihood not in LIKELIHOODS:
-            raise bad_choice("model.likelihood", likelihood, LIKELIHOODS)
+        if likelihood not in ("auto", *LIKELIHOODS):
+            raise bad_choice("model.likelihood", likelihood, ("auto", *LIKELIHOODS))
         if beta < 0:
             raise ConfigError(f"model.beta={beta!r} must be >= 0 (1 is the plain VAE).")
         if gaussian_std <= 0:
@@ -46,8 +56,9 @@ class VAE(GaussianEncoderDecoder):
         self.setup_conditioning(conditional, num_classes)
         self.latent_dim = latent_dim
         n_cond = self.num_classes or 0  # one-hot label channels / units (0 when unconditional)
+        self.likelihood = likelihood_for(likelihood, channels)
         self.encoder = ConvEncoder(image_size, channels + n_cond, 2 * latent_dim, width)
-        self.decoder = ConvDecoder(latent_dim + n_cond, image_size, channels, width)
+        self.decoder = ConvDecoder(latent_dim + n_cond, image_size, channels, width, upsample=upsample)
 
     # encode, decode, reconstruct and sample come from GaussianEncoderDecoder
     @torch.no_grad()
@@ -62,7 +73,7 @@ class VAE(GaussianEncoderDecoder):
             reconstruction_nll(
                 self.decoder(mu + torch.randn_like(mu) * (0.5 * logvar).exp()),
                 x,
-                self.hparams.likelihood,
+                self.likelihood,
                 self.hparams.gaussian_std,
                 per_image=True,
             )
@@ -84,7 +95,7 @@ class VAE(GaussianEncoderDecoder):
         mu, logvar = self.encode(x, y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         logits = self.decoder(self.decoder_input(z, y))
-        recon = reconstruction_nll(logits, x, self.hparams.likelihood, self.hparams.gaussian_std)
+        recon = reconstruction_nll(logits, x, self.likelihood, self.hparams.gaussian_std)
         kl = kl_standard_normal(mu, logvar)
         return {"loss": recon + kl_weight * kl, "loss_recon": recon, "loss_kl": kl}
 

@@ -52,6 +52,7 @@ class VAEGAN(GaussianEncoderDecoder):
         width: int = 32,
         disc_width: int = 32,
         disc_norm: str = "batch",
+        upsample: str = "transpose",
         feature_layer: int = -1,
         gamma: float = 1e-2,
         kl_weight: float = 1.0,
@@ -92,7 +93,7 @@ class VAEGAN(GaussianEncoderDecoder):
         self.latent_dim = latent_dim
         n_cond = self.num_classes or 0  # one-hot label channels / units (0 when unconditional)
         self.encoder = ConvEncoder(image_size, channels + n_cond, 2 * latent_dim, width)
-        self.decoder = ConvDecoder(latent_dim + n_cond, image_size, channels, width)
+        self.decoder = ConvDecoder(latent_dim + n_cond, image_size, channels, width, upsample=upsample)
         self.discriminator = ConvEncoder(image_size, channels, 1, disc_width, norm=disc_norm)
         if self.conditional:
             self.projection = LabelProjection(self.discriminator.head.in_features, self.num_classes)

@@ -12,6 +12,10 @@ from torch import nn
 from genlab.errors import ConfigError
 
 NORMS = ("batch", "instance", "layer", "none")
+# how the decoder doubles the resolution: a 4x4 stride-2 transposed convolution (DCGAN), or nearest-neighbour
+# upsampling followed by a 3x3 convolution, which cannot produce the checkerboard artefacts of uneven
+# kernel overlap (Odena, Dumoulin & Olah 2016, "Deconvolution and checkerboard artifacts")
+UPSAMPLES = ("transpose", "nearest")
 
 
 def conv_plan(image_size: int) -> tuple[int, int]:
@@ -99,6 +103,13 @@ class ConvEncoder(nn.Module):
         return self.head(x.flatten(1))
 
 
+def _upsample(kind: str, in_ch: int, out_ch: int, bias: bool) -> list[nn.Module]:
+    """Layers that double the resolution (see UPSAMPLES)."""
+    if kind == "nearest":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=bias)]
+    return [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=bias)]
+
+
 class ConvDecoder(nn.Module):
     """Vector -> image logits (no output activation: the family picks sigmoid or tanh)."""
 
@@ -109,11 +120,16 @@ class ConvDecoder(nn.Module):
         channels: int,
         width: int = 32,
         norm: str = "batch",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         base, n = conv_plan(image_size)
         if latent_dim < 1:
             raise ConfigError(f"latent_dim={latent_dim!r} must be a positive integer.")
+        if upsample not in UPSAMPLES:
+            raise ConfigError(
+                f"model.upsample={upsample!r} is not a valid choice. Valid choices: {', '.join(UPSAMPLES)}."
+            )
         self.base = base
         self.top_channels = _width(width, n - 1)
         self.project = nn.Sequential(
@@ -126,13 +142,9 @@ class ConvDecoder(nn.Module):
         in_ch = self.top_channels
         for level in reversed(range(n - 1)):
             out_ch = _width(width, level)
-            layers += [
-                nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False),
-                _norm(norm, out_ch),
-                nn.ReLU(True),
-            ]
+            layers += [*_upsample(upsample, in_ch, out_ch, bias=False), _norm(norm, out_ch), nn.ReLU(True)]
             in_ch = out_ch
-        layers.append(nn.ConvTranspose2d(in_ch, channels, 4, 2, 1))
+        layers += _upsample(upsample, in_ch, channels, bias=True)
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
