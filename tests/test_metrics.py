@@ -182,3 +182,16 @@ def test_same_seed_same_metrics_and_reference_cache_hit(digits_setup, tmp_path):
     )
     assert other_seed.protocol.reference_cache == "hit"
     assert other_seed.generation.fid != first.generation.fid
+
+
+@pytest.mark.slow
+def test_confident_fraction_at_the_end_of_training_only_with_a_cached_classifier(digits_setup, tmp_path):
+    from genlab.metrics.class_coverage import cached_confident_fraction
+
+    datamodule, _, cache, train_images = digits_setup
+    real = cached_confident_fraction(ReplayGenerator(train_images), datamodule, cache, n=200)
+    noise = cached_confident_fraction(ReplayGenerator(torch.rand(50, 1, 16, 16)), datamodule, cache, n=200)
+    assert real > 0.6 and noise < real - 0.3, (real, noise)  # 150-step classifier: real digits ~0.73
+    # no classifier cached: nothing is trained, nothing reported
+    assert cached_confident_fraction(ReplayGenerator(train_images), datamodule, tmp_path, n=200) is None
+    assert not (tmp_path / "classifiers").exists()

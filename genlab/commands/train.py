@@ -123,6 +123,13 @@ def train(cfg, run: RunContext | None = None) -> float | None:
 
     values = scalar_metrics(metrics)
     if trainer.is_global_zero:
+        from genlab.metrics.class_coverage import cached_confident_fraction
+
+        # recognisable samples at a glance, when a domain classifier for this data is cached
+        confident = cached_confident_fraction(model, datamodule, cfg.paths.cache_dir, seed=cfg.seed)
+        if confident is not None:
+            values["confident_fraction"] = confident
+            print(f"confident fraction: {confident:.3f} of 1,000 samples classified with probability >= 0.9")
         ckpt = trainer.checkpoint_callback
         write_metrics(
             output_dir / "metrics.json",

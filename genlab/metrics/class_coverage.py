@@ -50,3 +50,20 @@ def class_coverage(
         confident_fraction=confident_fraction(logits, threshold),
         confidence_threshold=threshold,
     )
+
+
+def cached_confident_fraction(model, datamodule, cache_dir, n: int = 1000, seed: int = 0) -> float | None:
+    """The confident fraction of n prior samples of `model`, when a domain classifier for this data is
+    already in the cache (`genlab train-classifier`, or an earlier `genlab eval metrics.backbone=classifier`);
+    None otherwise: training never trains a classifier behind the user's back."""
+    if getattr(datamodule, "kind", "image") != "image" or not datamodule.num_classes or not cache_dir:
+        return None
+    from genlab.metrics.classifier import classifier_key, classifier_path, load_classifier
+    from genlab.metrics.evaluate import generated_images
+
+    path = classifier_path(cache_dir, datamodule)
+    classifier = load_classifier(path, classifier_key(datamodule)) if path.is_file() else None
+    if classifier is None:
+        return None
+    logits = classifier.with_output("logits")(generated_images(model, n, seed, batch_size=100))
+    return confident_fraction(logits)
