@@ -9,10 +9,10 @@ adversarial losses say little about sample quality:
 - images (and points without a known mixture): the squared maximum mean discrepancy (Gretton et al. 2012)
   between each validation batch and as many generated samples, Gaussian kernels at 0.5, 1 and 2 times the
   median pairwise distance (biased estimate, >= 0), also logged as `val/mmd`;
-- Gaussian mixtures (ring, grid): 1 - high_quality_frac · modes_covered / n_modes, from the mode-coverage
-  measures logged next to it (genlab/metrics/mode_coverage.py): 0 only when every sample is within 3σ of a
-  mode and every mode is covered; a generator collapsed onto one of 8 modes scores 0.875. (The kernel MMD at
-  the ring's scale cannot see whether samples sit within 3σ = 0.06 of a mode.)
+- Gaussian mixtures (`mixture`: ring, grid, set from `data.layout`): 1 - high_quality_frac · modes_covered /
+  n_modes, logged with the mode-coverage measures by the callback that knows the mixture's modes
+  (genlab/callbacks/mode_coverage.py): 0 only when every sample is within 3σ of a mode and every mode is
+  covered. The model itself never reads the data module.
 
 `conditional=True` (images only) makes it a class-conditional GAN: the generator takes [z, one_hot(y)]
 (Mirza & Osindero 2014) and the discriminator is a projection discriminator (Miyato & Koyama 2018), which
@@ -78,7 +78,8 @@ class GAN(GenerativeModel):
         ema_decay: float = 0.999,
         grad_clip: float | None = None,
         n_fixed: int = 64,
-        n_eval_points: int = 2500,
+        n_eval_points: int = 2500,  # for callbacks.mode_coverage (conf/callbacks/default.yaml reads it)
+        mixture: str | None = None,  # data.layout of a Gaussian mixture: val/loss comes from its modes
         conditional: bool = False,
         num_classes: int | None = None,
         optimizer: OptimizerFactory | None = None,
@@ -313,11 +314,6 @@ class GAN(GenerativeModel):
         return out
 
     # -- evaluation --------------------------------------------------------------------------------
-    def mixture(self):
-        """The data module when it is a Gaussian mixture with known `centers` and `std`, else None."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        return datamodule if not self.is_image and getattr(datamodule, "centers", None) is not None else None
-
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
         x = batch[0]
         fake = self.sample(
@@ -325,7 +321,7 @@ class GAN(GenerativeModel):
         )  # same noise each epoch
         mmd = mmd2(x, fake)
         self.log(f"{stage}/mmd", mmd, on_epoch=True, batch_size=len(x), sync_dist=True)
-        if self.mixture() is None:
+        if not self.hparams.mixture:  # a mixture's val/loss comes from its modes (callbacks/mode_coverage.py)
             self.log(f"{stage}/loss", mmd, on_epoch=True, batch_size=len(x), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -333,24 +329,6 @@ class GAN(GenerativeModel):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
-
-    def _log_mode_coverage(self, stage: str) -> None:
-        """Mixture data: modes covered, high-quality fraction, mode KL, and the `loss` they define."""
-        datamodule = self.mixture()
-        if datamodule is None:
-            return
-        from genlab.metrics.mode_coverage import mode_coverage
-
-        points = self.sample(self.hparams.n_eval_points, generator=torch.Generator().manual_seed(0))
-        coverage = mode_coverage(points, datamodule.centers, datamodule.std)
-        loss = 1.0 - coverage.high_quality_frac * coverage.modes_covered / coverage.n_modes
-        self.log_dict({**coverage.as_metrics(stage), f"{stage}/loss": loss})
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_mode_coverage("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_mode_coverage("test")
 
     def configure_optimizers(self):
         opt_g = self.make_optimizer(self.generator.parameters(), name="optimizer")

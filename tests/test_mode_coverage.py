@@ -1,0 +1,56 @@
+"""Mode coverage on the Gaussian mixtures comes from a callback that knows the data's modes; the GAN
+itself only declares (model.mixture, from data.layout) that its val/loss is that score."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+from hydra import compose, initialize_config_dir
+
+from genlab.callbacks.mode_coverage import ModeCoverageMetrics
+from genlab.data.mixtures import MixtureDataModule
+from genlab.models.gan import GAN
+from genlab.runtime.conf import conf_dir
+
+
+def fit_and_validate(model: GAN, callbacks: list) -> dict[str, float]:
+    data = MixtureDataModule(layout="ring", n_train=64, n_val=64, n_test=64, batch_size=64)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    trainer.fit(model, datamodule=data)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def points_gan(**kwargs) -> GAN:
+    return GAN(image_size=None, channels=None, latent_dim=8, hidden=16, depth=1, **kwargs)
+
+
+def test_callback_logs_coverage_and_the_mixture_loss():
+    logged = fit_and_validate(points_gan(mixture="ring"), [ModeCoverageMetrics(n=500)])
+    assert 0 <= logged["val/modes_covered"] <= 8 and 0 <= logged["val/high_quality_frac"] <= 1
+    expected = 1 - logged["val/high_quality_frac"] * logged["val/modes_covered"] / 8
+    assert logged["val/loss"] == pytest.approx(expected)
+    assert "val/mmd" in logged  # the model still logs its own distance
+
+
+def test_without_a_mixture_the_model_keeps_the_mmd_as_its_loss():
+    logged = fit_and_validate(points_gan(), [ModeCoverageMetrics(n=500)])
+    assert logged["val/loss"] == pytest.approx(logged["val/mmd"])
+    assert "val/modes_covered" in logged  # the data still has known modes
+
+
+def test_the_gan_config_takes_the_mixture_from_the_data():
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        ring = compose("train", overrides=["model=gan", "data=ring"])
+        digits = compose("train", overrides=["model=gan", "data=digits"])
+    assert ring.model.mixture == "ring" and digits.model.mixture is None
+    assert ring.callbacks.mode_coverage.n == ring.model.n_eval_points
