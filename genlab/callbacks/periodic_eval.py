@@ -14,19 +14,15 @@ from pytorch_lightning.callbacks import Callback
 
 
 class PeriodicEval(Callback):
-    def __init__(
-        self,
-        every_n_epochs: int = 0,
-        n: int = 500,
-        reference_split: str = "val",
-        metrics=None,
-        cache_dir: str | Path | None = None,
-        seed: int = 0,
-    ) -> None:
+    """`metrics`: the `metrics` config section (or EvalSettings): every_n_epochs, periodic_n and
+    periodic_reference_split say when and against what; the rest is the same as `genlab eval`'s."""
+
+    def __init__(self, metrics=None, cache_dir: str | Path | None = None) -> None:
+        from genlab.metrics.settings import EvalSettings
+
         super().__init__()
-        self.every_n_epochs = int(every_n_epochs or 0)
-        self.n, self.reference_split, self.seed = int(n), reference_split, seed
-        self.metrics_cfg = dict(metrics or {})
+        self.settings = EvalSettings.from_config(metrics).for_periodic_eval()
+        self.every_n_epochs = int(self.settings.every_n_epochs or 0)
         self.cache_dir = cache_dir
         self.backbone = None
         self.last: dict[str, float] = {}
@@ -50,7 +46,7 @@ class PeriodicEval(Callback):
     def _build_backbone(self, datamodule, device: torch.device) -> None:
         from genlab.metrics.backbone import build_backbone
 
-        self.backbone = build_backbone(self.metrics_cfg, datamodule, self.cache_dir)
+        self.backbone = build_backbone(self.settings, datamodule, self.cache_dir)
         self.backbone.features.to(device)
         if self.backbone.logits is not None:
             self.backbone.logits.to(device)
@@ -59,28 +55,19 @@ class PeriodicEval(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._due(trainer):
             return
-        from genlab.metrics.evaluate import EvalSettings, evaluate_images, generated_images, real_images
+        from genlab.metrics.evaluate import evaluate_images, generated_images, real_images
 
         datamodule = trainer.datamodule
         if datamodule is None or getattr(datamodule, "kind", "image") != "image":
             return  # point mixtures: mode coverage is their metric
         if self.backbone is None:
             self._build_backbone(datamodule, pl_module.device)
-        settings = EvalSettings(
-            n_real=self.n,
-            n_fake=self.n,
-            reference_split=self.reference_split,
-            seed=self.seed,
-            batch_size=int(self.metrics_cfg.get("batch_size", 100)),
-            kid_subsets=int(self.metrics_cfg.get("kid_subsets", 100)),
-            kid_subset_size=int(self.metrics_cfg.get("kid_subset_size", 1000)),
-            is_splits=int(self.metrics_cfg.get("is_splits", 10)),
-            pr_k=int(self.metrics_cfg.get("pr_k", 3)),
-        )
+        settings = self.settings
         fake = generated_images(pl_module, settings.n_fake, settings.seed, settings.batch_size)
+        split, n, seed = settings.reference_split, settings.n_real, settings.reference_seed
         metrics, _, _ = evaluate_images(
             fake,
-            lambda: real_images(datamodule, self.reference_split, self.n, settings.reference_seed),
+            lambda: real_images(datamodule, split, n, seed),
             self.backbone,
             settings,
             datamodule.describe(),

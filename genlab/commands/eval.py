@@ -10,17 +10,6 @@ from pathlib import Path
 from genlab.runtime.launch import run_command
 
 
-def settings_from_config(metrics_cfg, **changes):
-    """EvalSettings from the `metrics` config section (unknown keys belong to the backbone)."""
-    from dataclasses import fields
-
-    from genlab.metrics.evaluate import EvalSettings
-
-    names = {f.name for f in fields(EvalSettings)}
-    values = {k: v for k, v in metrics_cfg.items() if k in names}
-    return EvalSettings(**{**values, **changes})
-
-
 def print_table(result, console=None) -> None:
     """The metrics and the protocol as a rich table on the console."""
     from rich.console import Console
@@ -51,6 +40,7 @@ def evaluate(cfg) -> dict:
 
     from genlab.metrics.backbone import build_backbone
     from genlab.metrics.evaluate import evaluate_model
+    from genlab.metrics.settings import EvalSettings
     from genlab.runtime.checkpoint import data_overrides_from, load_run
 
     start = time.perf_counter()
@@ -62,10 +52,9 @@ def evaluate(cfg) -> dict:
     )
     model = run.model
     datamodule = run.datamodule()
-    backbone = build_backbone(cfg.metrics, datamodule, cfg.paths.cache_dir)
-    result = evaluate_model(
-        model, datamodule, backbone, settings_from_config(cfg.metrics), cfg.paths.cache_dir
-    )
+    settings = EvalSettings.from_config(cfg.metrics)
+    backbone = build_backbone(settings, datamodule, cfg.paths.cache_dir)
+    result = evaluate_model(model, datamodule, backbone, settings, cfg.paths.cache_dir)
 
     payload = result.to_dict()
     payload["metrics"] = {

@@ -46,17 +46,21 @@ def sha256_of(path: Path) -> str:
     return weights_sha256(Path(path).resolve(), Path(path).stat().st_mtime)
 
 
-def build_backbone(metrics_cfg, datamodule, cache_dir: str | Path, log=print) -> Backbone:
-    """The backbone `metrics_cfg.backbone` names, its weights resolved (see inception.py, classifier.py)."""
-    name = metrics_cfg.get("backbone", "inception")
+def build_backbone(settings, datamodule, cache_dir: str | Path, log=print) -> Backbone:
+    """The backbone `settings.backbone` names, its weights resolved (see inception.py, classifier.py).
+    `settings`: EvalSettings, or the `metrics` config section it is built from."""
+    from genlab.metrics.settings import EvalSettings
+
+    settings = EvalSettings.from_config(settings)
+    name = settings.backbone
     if name == "inception":
         from genlab.metrics.inception import resolve_inception
 
         net = resolve_inception(
-            weights=metrics_cfg.get("inception_weights"),
-            feature=int(metrics_cfg.get("inception_feature", 2048)),
-            download=bool(metrics_cfg.get("inception_download", True)),
-            timeout=float(metrics_cfg.get("download_timeout", 5.0)),
+            weights=settings.inception_weights,
+            feature=int(settings.inception_feature),
+            download=bool(settings.inception_download),
+            timeout=float(settings.download_timeout),
         )
         return Backbone(
             name="inception",
@@ -77,8 +81,8 @@ def build_backbone(metrics_cfg, datamodule, cache_dir: str | Path, log=print) ->
         net, trained_now = resolve_classifier(
             datamodule,
             cache_dir,
-            train_if_missing=bool(metrics_cfg.get("train_classifier_if_missing", True)),
-            steps=int(metrics_cfg.get("classifier_steps", 600)),
+            train_if_missing=bool(settings.train_classifier_if_missing),
+            steps=int(settings.classifier_steps),
             log=log,
         )
         return Backbone(

@@ -17,6 +17,7 @@ from genlab.metrics.class_coverage import ClassCoverage, class_coverage
 from genlab.metrics.precision_recall import precision_recall
 from genlab.metrics.reconstruction import ReconstructionMetrics, reconstruction_metrics
 from genlab.metrics.reference import ReferenceFeatures, reference_features, reference_key
+from genlab.metrics.settings import EvalSettings
 from genlab.metrics.sharpness import Sharpness, sharpness
 from genlab.metrics.smoothness import DeadZones, PathLength, dead_zones, perceptual_path_length
 
@@ -27,31 +28,6 @@ IS_WITHOUT_LOGITS = (
     "not reported: the offline FID InceptionV3 has no 1008-class head, so there are no real logits for an "
     "Inception Score; use metrics.backbone=classifier for a domain Inception Score"
 )
-
-
-@dataclass
-class EvalSettings:
-    """How to evaluate (the `metrics` config section)."""
-
-    n_real: int = 1000
-    n_fake: int = 1000
-    reference_split: str = "test"
-    reference_seed: int = 0  # which real images: a fixed random subset of the split
-    seed: int = 0  # generator seed for the fake images
-    batch_size: int = 100
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    is_splits: int = 10
-    pr_k: int = 3
-    n_recon: int = 1000
-    reconstruction: bool = True
-    # latent smoothness (families with `decode` and `latent_dim`): perceptual path length pairs (0: off)
-    # and its step ε (Karras et al. 2019); dead zones along `dead_zone_paths` slerp paths (0: off)
-    ppl_pairs: int = 0
-    ppl_epsilon: float = 1e-4
-    dead_zone_paths: int = 0
-    dead_zone_steps: int = 10
-    dead_zone_confidence: float = 0.5
 
 
 @dataclass
