@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from genlab.errors import ConfigError
-from genlab.report import find_run_folders, metric_direction, protocol_differences, read_run
+from genlab.report.find import find_run_folders
+from genlab.report.judge import metric_direction, protocol_differences
+from genlab.report.read import read_run
 from tests.conftest import read_metrics, run_genlab
 
 
@@ -162,7 +164,7 @@ def test_compare_cli_missing_and_foreign_folders_exit_2(tmp_path):
 
 
 def test_interpolation_strips_are_found_inside_the_run_or_by_their_checkpoint(vae_smoke_run, tmp_path):
-    from genlab.report import find_images, interpolation_folders
+    from genlab.report.find import find_images, interpolation_folders
 
     run = tmp_path / "run"
     shutil.copytree(vae_smoke_run, run)
@@ -183,7 +185,7 @@ def test_interpolation_strips_are_found_inside_the_run_or_by_their_checkpoint(va
 
 
 def test_best_marker_compares_losses_only_within_one_family(vae_smoke_run):
-    from genlab.report import best_runs
+    from genlab.report.judge import best_runs
 
     vae, gan, other_vae = (read_run(vae_smoke_run) for _ in range(3))
     gan.family = "gan"
@@ -196,7 +198,7 @@ def test_best_marker_compares_losses_only_within_one_family(vae_smoke_run):
 
 
 def test_anomaly_rows_list_every_score_and_star_the_best_auroc(vae_smoke_run):
-    from genlab.report import anomaly_rows
+    from genlab.report.judge import anomaly_rows
 
     vae, gan = read_run(vae_smoke_run), read_run(vae_smoke_run)
     gan.name, gan.family = "gan_run", "gan"

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.cli", "genlab.__main__"),
     ("genlab.commands", "genlab.api"),
     ("genlab.runtime",),
-    ("genlab.callbacks", "genlab.report", "genlab.report_render", "genlab.anomaly", "genlab.loggers"),
+    ("genlab.callbacks", "genlab.report", "genlab.anomaly", "genlab.loggers"),
     ("genlab.models", "genlab.metrics", "genlab.data", "genlab.latent", "genlab.console"),
     ("genlab.nets", "genlab.losses", "genlab.errors", "genlab"),
 ]
@@ -36,7 +36,7 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def owner(module: str, groups: tuple[str, ...]) -> str | None:
-    """The longest group name `module` belongs to (genlab.report_render is not in genlab.report)."""
+    """The longest group name `module` belongs to (genlab.runtime.x is in genlab.runtime, not genlab)."""
     found = [g for g in groups if module == g or module.startswith(g + ".")]
     return max(found, key=len, default=None)
 

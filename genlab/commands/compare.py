@@ -10,21 +10,20 @@ from genlab.runtime.launch import run_command
 
 def compare(cfg) -> Path:
     """Write report.md, report.html (self-contained), metrics.csv and curves/ into the output folder."""
-    from genlab.report import (
+    from genlab.report.comparison import comparison_document, print_console
+    from genlab.report.figures import plot_curves
+    from genlab.report.find import find_images, find_run_folders, interpolation_folders
+    from genlab.report.judge import (
+        Comparison,
         config_differences,
         curve_metrics,
-        find_images,
-        find_run_folders,
-        interpolation_folders,
         metric_columns,
-        plot_curves,
         protocol_differences,
-        read_curves,
-        read_run,
-        unique_names,
     )
-    from genlab.report_render import Comparison, print_console, render_html, render_markdown
+    from genlab.report.read import read_curves, read_run, unique_names
+    from genlab.report.render import render_html, render_markdown, write_csv
 
+    # find and read
     folders, notes = find_run_folders(list(cfg.runs or []))
     runs = [read_run(folder) for folder in folders]
     interpolations = interpolation_folders([Path(str(cfg.paths.log_dir)) / "interpolate"])
@@ -42,6 +41,7 @@ def compare(cfg) -> Path:
         notes += [
             f"curve {m}: no run logged it in csv/metrics.csv." for m in chosen_curves if m not in curves
         ]
+    # judge
     comparison = Comparison(
         runs=runs,
         columns=metric_columns(runs, metrics),
@@ -51,7 +51,7 @@ def compare(cfg) -> Path:
         notes=notes,
     )
 
-    # The markdown points at copies inside the report folder, so the folder can be moved or shared.
+    # render. The markdown points at copies inside the report folder, so the folder can be moved or shared.
     image_files: dict[tuple[int, str], str] = {}
     for i, run in enumerate(runs):
         for kind, path in run.images.items():
@@ -60,23 +60,16 @@ def compare(cfg) -> Path:
             shutil.copyfile(path, target)
             image_files[(i, kind)] = target.relative_to(out).as_posix()
     curve_files = {m: p.relative_to(out).as_posix() for m, p in curves.items()}
-    (out / "report.md").write_text(render_markdown(comparison, image_files, curve_files))
-    (out / "report.html").write_text(render_html(comparison))
-    write_metrics_csv(comparison, out / "metrics.csv")
+    document = comparison_document(comparison, image_files, curve_files)
+    (out / "report.md").write_text(render_markdown(document))
+    (out / "report.html").write_text(render_html(document))
+    write_csv(
+        ["run", "family", "path", *comparison.columns],
+        [[r.name, r.family, str(r.path), *(r.metrics.get(c) for c in comparison.columns)] for r in runs],
+        out / "metrics.csv",
+    )
     print_console(comparison, out)
     return out
-
-
-def write_metrics_csv(comparison, path: Path) -> None:
-    import csv
-
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["run", "family", "path", *comparison.columns])
-        for run in comparison.runs:
-            writer.writerow(
-                [run.name, run.family, run.path, *(run.metrics.get(c) for c in comparison.columns)]
-            )
 
 
 def bare_paths_to_runs(overrides: list[str]) -> list[str]:
