@@ -1,4 +1,4 @@
-"""The contract every model family keeps, and loading a family from a checkpoint alone.
+"""The contract every model family keeps (loading a family from a checkpoint: models/loading.py).
 
 A family is a LightningModule with:
 - `sample(n, generator=None) -> Tensor`: images in [0, 1] shaped (n, C, H, W) (or points (n, 2));
@@ -14,19 +14,16 @@ A family is a LightningModule with:
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterable
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 
 from genlab import __version__
-from genlab.errors import CheckpointError, ConfigError, GenlabError
+from genlab.errors import ConfigError
 from genlab.nets.conditioning import with_label_maps, with_label_vector
-from genlab.plain import plain_value_problem, refused_global
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -174,131 +171,3 @@ class GaussianEncoderDecoder(GenerativeModel):
     def reconstruction_error(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Squared error of the reconstruction, summed over pixels: one value per image."""
         return (self.reconstruct(x, labels) - x).pow(2).flatten(1).sum(1)
-
-
-def read_checkpoint_file(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
-    """The checkpoint dict of a genlab model file, checked to the point where rebuilding the model needs
-    nothing but genlab's own code; otherwise one CheckpointError naming the file and what is wrong.
-
-    `key` is the setting the user gave the path with (`ckpt`, `ckpt_path`), so the message can name it."""
-    from genlab.models.registry import families
-
-    path = Path(str(path)).expanduser()
-    source = f"{key}={str(path)!r}"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{source} does not exist. Give the path of a checkpoint genlab wrote, e.g. "
-            "outputs/train/<date>/<time>/checkpoints/last.ckpt."
-        )
-    try:
-        # weights_only: a checkpoint is data (tensors, numbers, strings); unpickling arbitrary objects from a
-        # file someone handed over could run their code
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if (asks := refused_global(exc)) is None:
-            raise CheckpointError(
-                f"{source} could not be read as a PyTorch checkpoint ({' '.join(str(exc).split()[-12:])}); "
-                "the file is truncated, corrupt or not a checkpoint. Use another checkpoint of the run."
-            ) from None
-        raise CheckpointError(
-            f"{source} holds Python objects other than tensors and plain values ({asks}). "
-            "genlab refuses to unpickle them, because loading such a file can run code on this machine; "
-            "a checkpoint written by genlab never needs it. Use a checkpoint written by `genlab train`."
-        ) from None
-    except Exception as exc:  # truncated, corrupt, or not a torch file: torch raises many kinds for one cause
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise CheckpointError(
-            f"{source} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {reason}); the file "
-            "is truncated, corrupt or not a checkpoint. Use another checkpoint of the run (e.g. best_*.ckpt)."
-        ) from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("genlab"), dict):
-        what = (
-            "has no 'genlab' section"
-            if isinstance(checkpoint, dict)
-            else f"holds a {type(checkpoint).__name__}"
-        )
-        raise CheckpointError(
-            f"{source} was not written by genlab (it {what}). Give a checkpoint of a `genlab train` run, "
-            "e.g. outputs/train/<date>/<time>/checkpoints/last.ckpt."
-        )
-    section = checkpoint["genlab"]
-    known = families()
-    family = section.get("family")
-    target = section.get("target")  # written by genlab before 0.2; never imported, only compared
-    paths = {f"{cls.__module__}.{cls.__qualname__}": name for name, cls in known.items()}
-    if family is None and isinstance(target, str) and target in paths:
-        family = section["family"] = paths[target]
-    if not isinstance(family, str) or family not in known:
-        raise CheckpointError(
-            f"{source} names the model family {family!r}, which is not one of genlab's families "
-            f"({', '.join(known)}); genlab only rebuilds its own families and refuses anything else."
-        )
-    if target is not None and paths.get(target) != family:
-        raise CheckpointError(
-            f"{source} names the class {target!r} next to the family {family!r}; a genlab checkpoint names "
-            f"no class other than its family's ({known[family].__module__}.{known[family].__qualname__}), so "
-            "this file was altered or not written by genlab. genlab never imports a class a file names."
-        )
-    for name, expected in (("config", dict), ("version", str)):
-        if section.get(name) is not None and not isinstance(section[name], expected):
-            raise CheckpointError(
-                f"{source}: its genlab.{name} is a {type(section[name]).__name__}, not a "
-                f"{expected.__name__}; the file was altered or not written by genlab."
-            )
-    hparams = checkpoint.setdefault("hyper_parameters", {})
-    problem = (
-        "hyper_parameters is not a dict"
-        if not isinstance(hparams, dict)
-        else plain_value_problem(hparams, "hyper_parameters")
-    )
-    if problem is None and section.get("config") is not None:
-        problem = plain_value_problem(section["config"], "genlab.config")
-    if problem:
-        raise CheckpointError(
-            f"{source}: {problem}. A genlab checkpoint stores its settings as plain numbers, strings and "
-            "lists; the file was altered or not written by genlab."
-        )
-    state = checkpoint.get("state_dict")
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise CheckpointError(
-            f"{source} has no state_dict of named tensors (the model weights); the file is not a complete "
-            "genlab checkpoint."
-        )
-    return checkpoint
-
-
-def model_from_checkpoint(checkpoint: dict[str, Any], source: str) -> GenerativeModel:
-    """The family's model rebuilt from a checkpoint `read_checkpoint_file` accepted (weights in, on CPU)."""
-    from genlab.models.registry import family_class
-
-    family = checkpoint["genlab"]["family"]
-    cls = family_class(family, source)
-    try:
-        model = cls(**checkpoint["hyper_parameters"])
-    except (TypeError, ValueError, GenlabError) as exc:
-        raise CheckpointError(
-            f"{source}: its hyper_parameters do not build a {family} model ({' '.join(str(exc).split())}). "
-            "The file was written by another genlab version or altered."
-        ) from None
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        detail = " ".join(lines)[:600] or str(exc)[:600]
-        raise CheckpointError(
-            f"{source}: its weights do not fit the {family} architecture its hyper_parameters describe "
-            f"({detail}). The file was altered, or written by an incompatible genlab version."
-        ) from None
-    model.on_load_checkpoint(checkpoint)
-    return model
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModel:
-    """Rebuild the model family stored in a genlab checkpoint, in eval mode, from the file alone.
-
-    (Commands use `genlab.runtime.checkpoint.load_run`, which also checks the stored run config.)"""
-    checkpoint = read_checkpoint_file(path)
-    model = model_from_checkpoint(checkpoint, f"ckpt={str(Path(str(path)).expanduser())!r}")
-    return model.to(map_location).eval()

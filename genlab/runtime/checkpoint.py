@@ -90,7 +90,7 @@ def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
     families, plain hyper_parameters, a state_dict of tensors, and a stored run config that names nothing but
     what genlab builds. Anything else is one CheckpointError naming `key=path` and what is wrong (exit 2).
     (Whether the weights fit the family is checked when the model is built: `model_from_checkpoint`.)"""
-    from genlab.models.base import read_checkpoint_file
+    from genlab.models.loading import read_checkpoint_file
 
     checkpoint = read_checkpoint_file(path, key)
     section = checkpoint["genlab"]
@@ -187,7 +187,7 @@ def load_run(
     import torch
 
     from genlab.data import apply_data_overrides
-    from genlab.models.base import model_from_checkpoint
+    from genlab.models.loading import model_from_checkpoint
 
     path = Path(require_checkpoint(ckpt, key)).expanduser()
     resolved_device = resolve_device(device)  # a bad device fails before the (slow) read
