@@ -165,11 +165,12 @@ def evaluate(
 
 
 def load(ckpt: str | Path, device: str = "cpu") -> GenerativeModel:
-    """The model a genlab checkpoint holds, in eval mode on `device` (read with weights_only=True; the
-    family comes from genlab's registry, never from the file)."""
-    from genlab.models import load_model
+    """The model a genlab checkpoint holds, in eval mode on `device` (`auto`, `cpu`, `cuda`), read the way
+    every command reads it (genlab.runtime.checkpoint.load_run: tensors and plain values only, the family
+    from genlab's registry, the stored run config checked)."""
+    from genlab.runtime.checkpoint import load_run
 
-    return load_model(ckpt, map_location=device)
+    return load_run(ckpt, device=device).model
 
 
 def sample(ckpt: str | Path | GenerativeModel, n: int, seed: int = 0, device: str = "cpu") -> torch.Tensor:
