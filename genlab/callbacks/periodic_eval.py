@@ -17,8 +17,20 @@ class PeriodicEval(Callback):
     """`metrics`: the `metrics` config section (or EvalSettings): every_n_epochs, periodic_n and
     periodic_reference_split say when and against what; the rest is the same as `genlab eval`'s."""
 
-    def __init__(self, metrics=None, cache_dir: str | Path | None = None) -> None:
+    # Run configs written before the callback took the metrics section alone also pass every_n_epochs, n,
+    # reference_split and seed: copies of metrics.* (by interpolation) or the constant 0, so they are ignored.
+    LEGACY_KEYS = frozenset({"every_n_epochs", "n", "reference_split", "seed"})
+
+    def __init__(self, metrics=None, cache_dir: str | Path | None = None, **legacy) -> None:
+        from genlab.errors import ConfigError
         from genlab.metrics.settings import EvalSettings
+
+        unknown = sorted(set(legacy) - self.LEGACY_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"callbacks.periodic_eval.{unknown[0]} is not a setting of the periodic evaluation: it takes "
+                "`metrics` (the metrics section) and `cache_dir`."
+            )
 
         super().__init__()
         self.settings = EvalSettings.from_config(metrics).for_periodic_eval()
