@@ -180,6 +180,7 @@ def test_conditional_vae_on_digits_generates_the_requested_class(tmp_path):
 
     from genlab.data.digits import DigitsDataModule
     from genlab.metrics.classifier import resolve_classifier
+    from genlab.metrics.conditional import conditional_metrics
 
     torch.set_num_threads(1)
     classifier, _ = resolve_classifier(DigitsDataModule(), tmp_path, steps=150, log=lambda *a: None)
@@ -190,9 +191,27 @@ def test_conditional_vae_on_digits_generates_the_requested_class(tmp_path):
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
     )  # fmt: skip
     trainer.fit(model, datamodule=DigitsDataModule())
-    labels = torch.arange(10).repeat_interleave(20)
-    with torch.no_grad():
-        samples = model.eval().sample(len(labels), generator=torch.Generator().manual_seed(0), labels=labels)
-        predicted = classifier.with_output("logits")(samples).argmax(1)
-    accuracy = (predicted == labels).float().mean().item()
-    assert accuracy > 0.35, f"class-conditional accuracy {accuracy:.2f} is not far above chance (0.10)"
+    datamodule = DigitsDataModule()
+    datamodule.setup("test")
+    result = conditional_metrics(
+        model, datamodule.test_set, classifier, classifier, n_per_class=20, min_per_class_fid=20
+    )
+    assert result.accuracy > 0.35, f"class-conditional accuracy {result.accuracy:.2f} is not far above chance"
+    assert sum(v > 0.1 for v in result.accuracy_per_class.values()) >= 6  # most classes, not one or two
+    assert 0.2 < result.intra_class_diversity < 2.0  # not collapsed onto one image per class
+
+
+def test_eval_of_a_conditional_checkpoint_writes_the_conditional_measures(cvae_smoke_run, tmp_path):
+    from genlab.commands.eval import evaluate
+
+    overrides = [
+        f"ckpt={cvae_smoke_run / 'checkpoints' / 'last.ckpt'}", "metrics.backbone=classifier",
+        "metrics.classifier_steps=30", "metrics.n_real=50", "metrics.n_fake=50",
+        "metrics.cond_n_per_class=12", "metrics.cond_min_per_class_fid=20", "metrics.reconstruction=false",
+    ]  # fmt: skip
+    payload = evaluate(compose_command("eval", tmp_path, overrides))
+    metrics = payload["metrics"]
+    assert 0 <= metrics["cond_accuracy"] <= 1
+    assert all(f"cond_accuracy/{k}" in metrics and f"intra_class_diversity/{k}" in metrics for k in range(10))
+    assert all(metrics[f"fid_per_class/{k}"] is None for k in range(10))  # 12 < 20 per class: skipped
+    assert "cond_min_per_class_fid=20" in payload["notes"]["conditional/fid_per_class"]

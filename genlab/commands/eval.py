@@ -57,6 +57,13 @@ def evaluate(cfg) -> dict:
     result = evaluate_model(model, datamodule, backbone, settings, cfg.paths.cache_dir)
 
     payload = result.to_dict()
+    if getattr(model, "conditional", False):  # does label=k give k? per-class FID, intra-class diversity
+        from genlab.metrics.conditional import evaluate_conditional
+
+        conditional = evaluate_conditional(run, backbone, cfg.metrics, cfg.paths.cache_dir)
+        payload["metrics"].update(conditional.scalars())
+        payload["details"]["notes"].update({f"conditional/{k}": v for k, v in conditional.notes.items()})
+        payload["conditional"] = conditional.details()
     payload["metrics"] = {
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in payload["metrics"].items()
     }
