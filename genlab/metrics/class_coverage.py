@@ -59,7 +59,7 @@ def cached_confident_fraction(model, datamodule, cache_dir, n: int = 1000, seed:
     if getattr(datamodule, "kind", "image") != "image" or not datamodule.num_classes or not cache_dir:
         return None
     from genlab.metrics.classifier import classifier_key, classifier_path, load_classifier
-    from genlab.metrics.evaluate import generated_images
+    from genlab.metrics.sampling import generated_images
 
     path = classifier_path(cache_dir, datamodule)
     classifier = load_classifier(path, classifier_key(datamodule)) if path.is_file() else None

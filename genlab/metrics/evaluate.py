@@ -17,6 +17,7 @@ from genlab.metrics.class_coverage import ClassCoverage, class_coverage
 from genlab.metrics.precision_recall import precision_recall
 from genlab.metrics.reconstruction import ReconstructionMetrics, reconstruction_metrics
 from genlab.metrics.reference import ReferenceFeatures, reference_features, reference_key
+from genlab.metrics.sampling import generated_images
 from genlab.metrics.settings import EvalSettings
 from genlab.metrics.sharpness import Sharpness, sharpness
 from genlab.metrics.smoothness import DeadZones, PathLength, dead_zones, perceptual_path_length
@@ -200,22 +201,6 @@ def real_images(datamodule, split: str, n: int, seed: int) -> torch.Tensor:
     dataset = getattr(datamodule, f"{split}_set")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
     return torch.stack([dataset[int(i)][0] for i in order])
-
-
-@torch.no_grad()
-def generated_images(model, n: int, seed: int, batch_size: int) -> torch.Tensor:
-    """n samples from the model, the same ones for the same seed."""
-    generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [
-            model.sample(min(batch_size, n - start), generator=generator).float().clamp(0, 1).cpu()
-            for start in range(0, n, batch_size)
-        ]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts)
 
 
 def evaluate_images(
