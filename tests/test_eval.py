@@ -76,6 +76,8 @@ def test_eval_classifier_backbone_and_reference_cache(vae_smoke_run, classifier_
         isinstance(a["metrics"]["inception_score"], float) and 1 <= a["metrics"]["class_coverage_hit"] <= 10
     )
     assert 0 <= a["metrics"]["confident_fraction"] <= 1
+    # test likelihood: the VAE's importance-weighted bound, labelled (genlab/metrics/likelihood.py)
+    assert a["metrics"]["bpd_bound"] == "iwae-64" and 0 < a["metrics"]["bpd"] < 16
     run_genlab("eval", *args, f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
     b = read_metrics(tmp_path / "b")
     assert a["protocol"]["reference_cache"] == "miss" and b["protocol"]["reference_cache"] == "hit"

@@ -80,6 +80,8 @@ class EvalResult:
     notes: dict[str, str] = field(default_factory=dict)
     path_length: PathLength | None = None
     dead_zones: DeadZones | None = None
+    bpd: float | None = None  # test bits/dim ...
+    bpd_bound: str | None = None  # ... and what kind of number it is: "exact" | "iwae-<k>" | "vlb"
 
     def scalars(self) -> dict[str, float | None]:
         """Flat metric name -> value, for metrics.json, loggers and tables."""
@@ -106,6 +108,9 @@ class EvalResult:
         if self.reconstruction is not None:
             r = self.reconstruction
             out.update({"recon_mse": r.mse, "recon_psnr": r.psnr, "recon_ssim": r.ssim})
+        if self.bpd is not None:
+            out["bpd"] = self.bpd
+            out["bpd_bound"] = self.bpd_bound  # type: ignore[assignment]  # a label next to the number
         return out
 
     def to_dict(self) -> dict:
@@ -294,6 +299,19 @@ def evaluate_model(
         notes["reconstruction"] = (
             "not computed: this family has no encoder" if settings.reconstruction else "off"
         )
+    likelihood = None
+    if settings.n_bpd > 0:
+        from genlab.metrics.likelihood import LIKELIHOOD_NOTE, bits_per_dim_on
+
+        datamodule.setup("test")
+        n_bpd = min(settings.n_bpd, len(datamodule.test_set))
+        images = torch.stack([datamodule.test_set[i][0] for i in range(n_bpd)])
+        likelihood = bits_per_dim_on(model, images, settings.iwae_k, settings.batch_size, settings.seed)
+        notes["bpd"] = (
+            f"{LIKELIHOOD_NOTE[likelihood[1].split('-')[0]]}; first {n_bpd} test images"
+            if likelihood
+            else "not available for this family"
+        )
     protocol = EvalProtocol(
         backbone=backbone.name,
         feature_dim=backbone.feature_dim,
@@ -319,6 +337,8 @@ def evaluate_model(
         backbone_details=backbone.details,
     )
     return EvalResult(
+        bpd=likelihood[0] if likelihood else None,
+        bpd_bound=likelihood[1] if likelihood else None,
         generation=generation,
         reconstruction=reconstruction,
         protocol=protocol,

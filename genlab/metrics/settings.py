@@ -42,6 +42,10 @@ class EvalSettings:
     dead_zone_paths: int = 0
     dead_zone_steps: int = 10
     dead_zone_confidence: float = 0.5
+    # test log-likelihood in bits/dim on the first n_bpd test images (0 = off): flow exact, vae IWAE bound
+    # with iwae_k samples (Burda et al. 2016), diffusion variational bound (genlab/metrics/likelihood.py)
+    n_bpd: int = 1000
+    iwae_k: int = 64
     # reconstruction metrics for families with an encoder
     reconstruction: bool = True
     n_recon: int = 1000
