@@ -49,6 +49,9 @@ class EvalSettings:
     # reconstruction metrics for families with an encoder
     reconstruction: bool = True
     n_recon: int = 1000
+    # class-conditional checkpoints (metrics/conditional.py): samples per class, least per-class FID count
+    cond_n_per_class: int = 100
+    cond_min_per_class_fid: int = 50
     # periodic evaluation during `genlab train` (callbacks/periodic_eval.py); every_n_epochs 0 = off
     every_n_epochs: int = 0
     periodic_n: int = 500
