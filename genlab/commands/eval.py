@@ -60,7 +60,7 @@ def evaluate(cfg) -> dict:
     if getattr(model, "conditional", False):  # does label=k give k? per-class FID, intra-class diversity
         from genlab.metrics.conditional import evaluate_conditional
 
-        conditional = evaluate_conditional(run, backbone, cfg.metrics, cfg.paths.cache_dir)
+        conditional = evaluate_conditional(run, backbone, settings, cfg.paths.cache_dir)
         payload["metrics"].update(conditional.scalars())
         payload["details"]["notes"].update({f"conditional/{k}": v for k, v in conditional.notes.items()})
         payload["conditional"] = conditional.details()

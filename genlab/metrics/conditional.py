@@ -131,12 +131,16 @@ def conditional_metrics(
     )
 
 
-def evaluate_conditional(run, backbone, metrics_cfg, cache_dir) -> ConditionalMetrics:
+def evaluate_conditional(run, backbone, settings, cache_dir) -> ConditionalMetrics:
     """`genlab eval`'s conditional section: the domain classifier trained on the run's data with every
     labelled training image (a generator trained on a per-class subset is still judged by a good
-    classifier), the reference split's real images, the evaluation's backbone for per-class FID."""
+    classifier), the reference split's real images, the evaluation's backbone for per-class FID.
+    `settings`: EvalSettings, or the `metrics` config section it is built from."""
     from genlab.data import datamodule_from_config
     from genlab.metrics.classifier import resolve_classifier
+    from genlab.metrics.settings import EvalSettings
+
+    settings = EvalSettings.from_config(settings)
 
     data_config = (
         {**run.data_config, "per_class_limit": None}
@@ -147,10 +151,10 @@ def evaluate_conditional(run, backbone, metrics_cfg, cache_dir) -> ConditionalMe
     classifier, _ = resolve_classifier(
         classifier_data,
         cache_dir,
-        train_if_missing=bool(metrics_cfg.get("train_classifier_if_missing", True)),
-        steps=int(metrics_cfg.get("classifier_steps", 600)),
+        train_if_missing=bool(settings.train_classifier_if_missing),
+        steps=int(settings.classifier_steps),
     )
-    split = metrics_cfg.get("reference_split", "test")
+    split = settings.reference_split
     datamodule = run.datamodule()
     datamodule.setup("test" if split == "test" else "fit")
     return conditional_metrics(
@@ -158,9 +162,9 @@ def evaluate_conditional(run, backbone, metrics_cfg, cache_dir) -> ConditionalMe
         getattr(datamodule, f"{split}_set"),
         classifier,
         backbone.features,
-        n_per_class=int(metrics_cfg.get("cond_n_per_class", 100)),
-        min_per_class_fid=int(metrics_cfg.get("cond_min_per_class_fid", 50)),
-        seed=int(metrics_cfg.get("seed", 0)),
-        reference_seed=int(metrics_cfg.get("reference_seed", 0)),
-        batch_size=int(metrics_cfg.get("batch_size", 100)),
+        n_per_class=int(settings.cond_n_per_class),
+        min_per_class_fid=int(settings.cond_min_per_class_fid),
+        seed=int(settings.seed),
+        reference_seed=int(settings.reference_seed),
+        batch_size=int(settings.batch_size),
     )
