@@ -1,6 +1,6 @@
 """Run genlab's benchmarks and write benchmarks/results/<name>.json and benchmarks/results/RESULTS.md.
 
-python -m benchmarks.run                          # all four at their default sizes (`make bench`)
+python -m benchmarks.run                          # all five at their default sizes (`make bench`)
 python -m benchmarks.run --only startup,throughput
 python -m benchmarks.run --tiny                   # seconds-scale sizes: proves every script runs
 python -m benchmarks.run --budget-min 3           # quality: training budget per family
@@ -15,12 +15,13 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, environment, verdict, write_result
 
-BENCHMARKS = ("throughput", "startup", "eval_throughput", "quality")
+BENCHMARKS = ("throughput", "startup", "eval_throughput", "quality", "sampling")
 TITLES = {
     "throughput": "Training throughput: genlab (pl.Trainer) vs a hand-written PyTorch loop, same networks",
     "startup": "Start-up: `genlab train trainer=smoke` vs the import floor",
     "eval_throughput": "Evaluation throughput: genlab's FID path vs torchmetrics' FrechetInceptionDistance",
     "quality": "Quality per wall-clock budget on real MNIST",
+    "sampling": "Diffusion sampling time per 1,000 images: DDPM (all T steps) vs DDIM (few steps)",
 }
 
 
@@ -62,6 +63,13 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         return quality.benchmark(
             args.budget_min, tuple(args.families.split(",")), args.inception_n, args.classifier_n
         )
+    if name == "sampling":
+        from benchmarks import sampling
+
+        if tiny:
+            narrow = ["model.block_out_channels=[8,16,16]"]
+            return sampling.benchmark(batch_size=2, ddim_steps=(2, 4), ddpm_timed_steps=2, overrides=narrow)
+        return sampling.benchmark()
     raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
 
 
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         "--tiny", action="store_true", help="seconds-scale sizes (tests and CI), not a measurement"
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--families", default="vae,gan,vaegan")
+    parser.add_argument("--families", default="vae,gan,vaegan,diffusion,flow")
     # throughput
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)

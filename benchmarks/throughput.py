@@ -43,7 +43,7 @@ from benchmarks.common import (
     write_result,
 )
 
-FAMILIES = ("vae", "gan", "vaegan")
+FAMILIES = ("vae", "gan", "vaegan", "diffusion", "flow")
 TARGET = 0.95
 
 
@@ -270,7 +270,69 @@ def hand_vaegan(model, loader, optimizers, warmup: int) -> float:
     return window.images_per_second(loader.batch_size)
 
 
-HAND_LOOPS = {"vae": hand_vae, "gan": hand_gan, "vaegan": hand_vaegan}
+def hand_diffusion(model, loader, optimizers, warmup: int) -> float:
+    """genlab.models.diffusion.Diffusion.training_step (Ho et al. 2020, Algorithm 1): ε-MSE at a uniform
+    timestep, one Adam step, then the EMA update of on_train_batch_end."""
+    import torch
+    import torch.nn.functional as F
+
+    (opt,) = optimizers
+    unet, unet_ema, ab = model.unet, model.unet_ema, model.alphas_cumprod
+    timesteps, decay_max = model.hparams.timesteps, model.hparams.ema_decay
+    ema_steps = int(model.ema_steps)
+    window = Window(warmup)
+    for i, (x, _) in enumerate(loader):
+        window.batch_start(i)
+        x0 = x * 2 - 1
+        t = torch.randint(0, timesteps, (len(x0),))
+        noise = torch.randn_like(x0)
+        a = ab[t].view(-1, 1, 1, 1)
+        loss = F.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            decay = min(decay_max, (1 + ema_steps) / (10 + ema_steps))
+            for ema_p, p in zip(unet_ema.parameters(), unet.parameters(), strict=True):
+                ema_p.lerp_(p, 1 - decay)
+        ema_steps += 1
+        window.batch_end(i)
+    return window.images_per_second(loader.batch_size)
+
+
+def hand_flow(model, loader, optimizers, warmup: int) -> float:
+    """genlab.models.flow.Flow.training_step (images): uniform dequantisation, logit with its log-det, the
+    multiscale flow, N(0, I) prior, bits/dim + 8 as the loss, one Adam step."""
+    import math
+
+    import torch
+
+    (opt,) = optimizers
+    flow, alpha = model.flow, model.hparams.alpha
+    window = Window(warmup)
+    for i, (x, _) in enumerate(loader):
+        window.batch_start(i)
+        y = ((x * 255).round() + torch.rand_like(x)) / 256
+        s = alpha + (1 - 2 * alpha) * y
+        v = torch.log(s) - torch.log1p(-s)
+        logdet_logit = (math.log(1 - 2 * alpha) - torch.log(s) - torch.log1p(-s)).flatten(1).sum(1)
+        z, logdet = flow(v)
+        log_prob = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1) + logdet + logdet_logit
+        loss = (-log_prob / (z.shape[1] * math.log(2)) + 8.0).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        window.batch_end(i)
+    return window.images_per_second(loader.batch_size)
+
+
+HAND_LOOPS = {
+    "vae": hand_vae,
+    "gan": hand_gan,
+    "vaegan": hand_vaegan,
+    "diffusion": hand_diffusion,
+    "flow": hand_flow,
+}
 
 
 def as_list(optimizers) -> list:

@@ -67,7 +67,13 @@ def test_throughput_tiny_writes_ratios_and_memory(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "family, narrow", [("gan", ["model.width=8"]), ("vaegan", ["model.width=8", "model.disc_width=8"])]
+    "family, narrow",
+    [
+        ("gan", ["model.width=8"]),
+        ("vaegan", ["model.width=8", "model.disc_width=8"]),
+        ("diffusion", ["model.block_out_channels=[8,16,16]"]),
+        ("flow", ["model.steps=1", "model.hidden=8"]),
+    ],
 )
 def test_hand_written_loops_run_next_to_the_trainer(family, narrow):
     result = throughput.interleaved(family, rounds=1, steps=3, warmup=1, batch_size=8, overrides=narrow)
@@ -137,3 +143,12 @@ def test_quality_tiny_trains_and_scores(tmp_path):
     metrics = vae["classifier"]["metrics"]
     assert vae["classifier"]["n_fake"] == 32 and metrics["fid"] >= 0 and metrics["recon_mse"] >= 0
     assert 1 <= metrics["class_coverage_hit"] <= 10
+
+
+def test_sampling_tiny_times_ddpm_and_ddim(tmp_path):
+    result = run_tiny("sampling", tmp_path)
+    samplers = result["samplers"]
+    assert set(samplers) == {"ddpm", "ddim2", "ddim4"}
+    assert samplers["ddpm"]["steps"] == 1000 and samplers["ddpm"]["extrapolated"] is True
+    assert all(r["seconds_per_1000"] > 0 for r in samplers.values())
+    assert "DDIM (2 steps" in result["table"]
