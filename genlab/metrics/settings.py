@@ -56,10 +56,6 @@ class EvalSettings:
     every_n_epochs: int = 0
     periodic_n: int = 500
     periodic_reference_split: str = "val"
-    # class-conditional checkpoints (genlab eval, metrics/conditional.py): samples per class, and the fewest
-    # real or generated images of a class for its per-class FID
-    cond_n_per_class: int = 100
-    cond_min_per_class_fid: int = 50
 
     @classmethod
     def from_config(
