@@ -215,3 +215,24 @@ def test_eval_of_a_conditional_checkpoint_writes_the_conditional_measures(cvae_s
     assert all(f"cond_accuracy/{k}" in metrics and f"intra_class_diversity/{k}" in metrics for k in range(10))
     assert all(metrics[f"fid_per_class/{k}"] is None for k in range(10))  # 12 < 20 per class: skipped
     assert "cond_min_per_class_fid=20" in payload["notes"]["conditional/fid_per_class"]
+
+
+def test_diffusion_classifier_free_guidance():
+    """Ho & Salimans 2022: one network, labels dropped in training; guidance_scale 0 is the unconditional
+    model (the label cannot matter), larger scales move the samples."""
+    from genlab.models.diffusion import Diffusion
+
+    torch.manual_seed(0)
+    model = Diffusion(
+        image_size=8, channels=1, block_out_channels=[8, 16], sample_steps=2, conditional=True, num_classes=3
+    ).eval()
+    loss = model.diffusion_loss(torch.rand(4, 1, 8, 8), labels=torch.tensor([0, 1, 2, 0]))
+    assert torch.isfinite(loss)
+
+    def draw(label: int, scale: float) -> torch.Tensor:
+        return model.sample(2, generator=torch.Generator().manual_seed(0), labels=label, guidance_scale=scale)
+
+    assert torch.allclose(draw(0, 0.0), draw(2, 0.0), atol=1e-5)  # s = 0: ε(x_t, t) alone
+    assert not torch.allclose(draw(1, 1.0), draw(1, 3.0))
+    with pytest.raises(ConfigError, match="not conditional"):
+        Diffusion(image_size=8, channels=1, block_out_channels=[8, 16], sample_steps=2).sample(1, labels=0)

@@ -32,6 +32,23 @@ def class_names(run) -> list[str]:
     return names if len(names) == len(fallback) else fallback
 
 
+def guidance(cfg, model) -> dict:
+    """{"guidance_scale": s} when the user set `guidance_scale=` (classifier-free guidance of a conditional
+    diffusion model, Ho & Salimans 2022), else {}; an error for families without guidance."""
+    scale = cfg.get("guidance_scale")
+    if scale is None:
+        return {}
+    if not getattr(model, "conditional", False) or "guidance_scale" not in model.hparams:
+        kind = "conditional" if getattr(model, "conditional", False) else "non-conditional"
+        raise ConfigError(
+            f"guidance_scale={scale!r} applies to conditional diffusion models (classifier-free guidance), "
+            f"but ckpt holds a {kind} {model.family!r} model. Leave guidance_scale=null."
+        )
+    if not isinstance(scale, (int, float)) or scale < 0:
+        raise ConfigError(f"guidance_scale={scale!r} must be a number >= 0 (1: no guidance).")
+    return {"guidance_scale": float(scale)}
+
+
 def label_list(key: str, value, num_classes: int) -> list[int]:
     """Config value (one int or a list) -> checked class ids, with an error naming the valid range."""
     from omegaconf import OmegaConf

@@ -63,13 +63,18 @@ def sample(cfg) -> None:
     n = len(labels) if labels is not None else cfg.n
     out = output_dir(cfg)
     generator = torch.Generator().manual_seed(int(cfg.seed))
-    extra = {}  # only conditional requests pass labels, so other families' sample(n, generator) is unchanged
+    from genlab.commands._conditional import guidance
+
+    extra = guidance(
+        cfg, model
+    )  # only conditional requests pass labels, so other families' calls stay as they were
     samples = torch.cat(
         [
             model.sample(
                 min(cfg.batch_size, n - start),
                 generator=generator,
-                **({"labels": labels[start : start + cfg.batch_size]} if labels is not None else extra),
+                **extra,
+                **({"labels": labels[start : start + cfg.batch_size]} if labels is not None else {}),
             ).cpu()
             for start in range(0, n, cfg.batch_size)
         ]

@@ -27,7 +27,7 @@ def class_folder(index: int, name: str, num_classes: int) -> str:
 
 
 @torch.no_grad()
-def generate_by_class(model, classes: list[int], n_per_class: int, seed: int, batch_size: int):
+def generate_by_class(model, classes: list[int], n_per_class: int, seed: int, batch_size: int, **sampler):
     """(images uint8 (N, C, H, W), labels (N,)): n_per_class samples of each class in turn, from one
     generator seeded with `seed`, so the same seed gives the same tensors."""
     generator = torch.Generator().manual_seed(seed)
@@ -35,27 +35,27 @@ def generate_by_class(model, classes: list[int], n_per_class: int, seed: int, ba
     for c in classes:
         for start in range(0, n_per_class, batch_size):
             n = min(batch_size, n_per_class - start)
-            x = model.sample(n, generator=generator, labels=c).float().clamp(0, 1).cpu()
+            x = model.sample(n, generator=generator, labels=c, **sampler).float().clamp(0, 1).cpu()
             images.append((x * 255).round().to(torch.uint8))
             labels.append(torch.full((n,), c, dtype=torch.long))
     return torch.cat(images), torch.cat(labels)
 
 
-def sampler_settings(model) -> dict:
+def sampler_settings(model, overrides: dict) -> dict:
     """What decides the samples besides the weights and the seed."""
     hparams = dict(model.hparams)
     settings = {"latent": f"N(0, I), {model.latent_dim}-d" if hasattr(model, "latent_dim") else None}
     for key in ("ema", "output", "guidance_scale", "temperature"):
         if key in hparams:
             settings[key] = hparams[key]
-    return settings
+    return {**settings, **overrides}
 
 
 def synth(cfg) -> dict:
     from PIL import Image
 
     from genlab import __version__
-    from genlab.commands._conditional import class_names, label_list, require_conditional
+    from genlab.commands._conditional import class_names, guidance, label_list, require_conditional
     from genlab.metrics.classifier import file_sha256
 
     n_per_class = cfg.n_per_class
@@ -69,7 +69,10 @@ def synth(cfg) -> dict:
     K = model.num_classes
     classes = label_list("labels", cfg.labels, K) if cfg.get("labels") is not None else list(range(K))
     names = class_names(run)
-    images, labels = generate_by_class(model, classes, n_per_class, int(cfg.seed), int(cfg.batch_size))
+    sampler = guidance(cfg, model)
+    images, labels = generate_by_class(
+        model, classes, n_per_class, int(cfg.seed), int(cfg.batch_size), **sampler
+    )
 
     out = output_dir(cfg)
     folders = {c: class_folder(c, names[c], K) for c in classes}
@@ -99,14 +102,14 @@ def synth(cfg) -> dict:
         "counts": {str(c): int((labels == c).sum()) for c in classes},
         "num_classes": K,
         "image_shape": list(images.shape[1:]),
-        "sampler": sampler_settings(model),
+        "sampler": sampler_settings(model, sampler),
         # what the generator was trained on: `genlab augment` checks it against its classifier's data
         "generator_data": trained_data,
         "files": {"tensor": TENSOR_FILE, "images": IMAGES},
         "genlab_version": __version__,
         "torch_version": torch.__version__,
         "reproduce": f"genlab synth ckpt={run.path} n_per_class={n_per_class} seed={int(cfg.seed)} "
-        f"batch_size={int(cfg.batch_size)}",
+        f"batch_size={int(cfg.batch_size)}" + "".join(f" {k}={v}" for k, v in sampler.items()),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     print(

@@ -16,6 +16,13 @@ and evaluation (as in Ho et al. 2020, decay 0.9999 there; with a warm-up for sho
 (running the deterministic DDIM ODE from x_0 towards noise, Song et al. 2021 sec. 4.3) for `encode`, the
 variational bound in bits/dim (Ho et al. 2020 eq. 5 with the discretised decoder of their sec. 3.3,
 estimated over a stratified subset of timesteps and labelled "vlb"), and a denoising anomaly score.
+
+Class-conditional (`conditional=true`): classifier-free guidance (Ho & Salimans 2022). The U-Net gets a class
+embedding with one extra "no label" entry (diffusers' `num_class_embeds`); training replaces a label by
+"no label" with probability `p_uncond`, so one network learns ε(x_t, t, y) and ε(x_t, t); sampling mixes
+them as ε̃ = ε(x_t, t) + s·(ε(x_t, t, y) − ε(x_t, t)) with s = `guidance_scale` (their w = s − 1; s = 1 is
+the plain conditional model, larger s trades diversity for class fidelity). Inversion, likelihood and
+anomaly scores use the unconditional ε(x_t, t).
 """
 
 from __future__ import annotations
@@ -95,9 +102,20 @@ class Diffusion(GenerativeModel):
         anomaly_t: int = 200,
         anomaly_draws: int = 4,
         vlb_timesteps: int = 50,
+        conditional: bool = False,
+        num_classes: int | None = None,
+        p_uncond: float = 0.1,
+        guidance_scale: float = 1.5,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(optimizer)
+        self.setup_conditioning(conditional, num_classes)
+        if not 0.0 <= p_uncond < 1.0:
+            raise ConfigError(
+                f"model.p_uncond={p_uncond!r} must lie in [0, 1) (Ho & Salimans 2022: 0.1-0.2)."
+            )
+        if guidance_scale < 0:
+            raise ConfigError(f"model.guidance_scale={guidance_scale!r} must be >= 0 (1: no guidance).")
         if image_size is None or channels is None:
             raise ConfigError(
                 "model=diffusion generates images: data.image_size and data.channels must be set (the 2-D "
@@ -131,9 +149,10 @@ class Diffusion(GenerativeModel):
 
         self.image_shape = (channels, image_size, image_size)
         self.latent_dim = channels * image_size * image_size  # the noise code x_T has the image's shape
-        self.unet = UNet2DModel(
-            **unet_config(image_size, channels, list(block_out_channels), layers_per_block, attention)
-        )
+        config = unet_config(image_size, channels, list(block_out_channels), layers_per_block, attention)
+        if self.conditional:  # classes 0..K-1 and K = "no label" (classifier-free guidance)
+            config["num_class_embeds"] = self.num_classes + 1
+        self.unet = UNet2DModel(**config)
         self.unet_ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("alphas_cumprod", self.make_scheduler("ddpm").alphas_cumprod.float().clone())
@@ -170,15 +189,37 @@ class Diffusion(GenerativeModel):
     def to_data(x: torch.Tensor) -> torch.Tensor:
         return ((x + 1) / 2).clamp(0, 1)
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor | int, ema: bool = True) -> torch.Tensor:
-        """ε_θ(x_t, t) from the EMA network (sampling, evaluation) or the trained one."""
+    def eps(
+        self, x_t: torch.Tensor, t: torch.Tensor | int, ema: bool = True, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """ε_θ(x_t, t) from the EMA network (sampling, evaluation) or the trained one; a conditional model
+        takes `labels` (None: the "no label" entry, i.e. the unconditional ε)."""
         net = self.unet_ema if ema else self.unet
         t = (
             torch.as_tensor(t, device=x_t.device).expand(len(x_t))
             if not torch.is_tensor(t) or t.dim() == 0
             else t.to(x_t.device)
         )
-        return net(x_t, t).sample
+        if not self.conditional:
+            return net(x_t, t).sample
+        if labels is None:
+            labels = torch.full((len(x_t),), self.num_classes, dtype=torch.long)
+        return net(x_t, t, class_labels=labels.to(x_t.device)).sample
+
+    def guided_eps(self, labels: torch.Tensor, guidance_scale: float | None = None):
+        """ε̃(x_t, t) = ε(x_t, t) + s·(ε(x_t, t, y) − ε(x_t, t)) (Ho & Salimans 2022, eq. 6 with s = 1 + w)."""
+        s = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
+        if s == 1:
+            return lambda x, t: self.eps(x, t, labels=labels)
+
+        def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
+            both = self.eps(
+                torch.cat([x, x]), t, labels=torch.cat([labels, torch.full_like(labels, self.num_classes)])
+            )
+            cond, uncond = both.chunk(2)
+            return uncond + s * (cond - uncond)
+
+        return eps_fn
 
     # -- sampling -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -215,16 +256,24 @@ class Diffusion(GenerativeModel):
         sampler: str | None = None,
         steps: int | None = None,
         eta: float | None = None,
+        labels: Any = None,
+        guidance_scale: float | None = None,
     ) -> torch.Tensor:
         """n images in [0, 1]: DDIM with `model.sample_steps` and `model.eta` by default, or full DDPM
-        (`sampler="ddpm"`); a seeded CPU `generator` repeats them."""
+        (`sampler="ddpm"`); a seeded CPU `generator` repeats them. A conditional model generates `labels`
+        (one class or n; None: the classes in turn) with classifier-free guidance `guidance_scale`."""
         sampler = sampler or self.hparams.sampler
         x_T = torch.randn(n, *self.image_shape, generator=generator).to(self.device)
+        if labels is not None and not self.conditional:
+            self.class_labels(n, labels)  # the clear error
+        eps_fn = (
+            self.guided_eps(self.class_labels(n, labels), guidance_scale) if self.conditional else self.eps
+        )
         if sampler == "ddpm":
-            return self.to_data(self.ddpm_loop(x_T, self.eps, generator))
+            return self.to_data(self.ddpm_loop(x_T, eps_fn, generator))
         steps = steps or self.hparams.sample_steps
         eta = self.hparams.eta if eta is None else eta
-        return self.to_data(self.ddim_loop(x_T, self.eps, steps, eta, generator))
+        return self.to_data(self.ddim_loop(x_T, eps_fn, steps, eta, generator))
 
     def _ddim_timesteps(self) -> list[int]:
         scheduler = self.make_scheduler("ddim")
@@ -249,13 +298,13 @@ class Diffusion(GenerativeModel):
         return x.flatten(1)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor:
         """Noise codes (B, C·H·W) or (B, C, H, W) -> images in [0, 1] by deterministic DDIM (η = 0), without
-        clipping the predicted x_0 so that it is the inverse of `encode`."""
+        clipping the predicted x_0 so that it is the inverse of `encode`. A conditional model decodes with
+        guidance towards `labels` when given (interpolate's hold=class/style), else unconditionally."""
         x = z.to(self.device).reshape(len(z), *self.image_shape)
-        return self.to_data(
-            self.ddim_loop(x, self.eps, self.hparams.sample_steps, eta=0.0, clip_sample=False)
-        )
+        eps_fn = self.eps if labels is None else self.guided_eps(self.class_labels(len(x), labels))
+        return self.to_data(self.ddim_loop(x, eps_fn, self.hparams.sample_steps, eta=0.0, clip_sample=False))
 
     # -- scores -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -331,15 +380,23 @@ class Diffusion(GenerativeModel):
     bpd_bound: ClassVar[str] = "vlb"
 
     # -- training -----------------------------------------------------------------------------------
-    def diffusion_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The simple ε-prediction loss (Ho et al. 2020, eq. 14) on images in [0, 1], with the trained net."""
+    def diffusion_loss(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The simple ε-prediction loss (Ho et al. 2020, eq. 14) on images in [0, 1], with the trained net;
+        a conditional model's `labels` are dropped to "no label" with probability p_uncond (Ho & Salimans
+        2022, Algorithm 1)."""
         x0 = self.to_model(x)
         t = torch.randint(0, self.hparams.timesteps, (len(x0),), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        return F.mse_loss(self.unet(self.q_sample(x0, t, noise), t).sample, noise)
+        if not self.conditional:
+            return F.mse_loss(self.unet(self.q_sample(x0, t, noise), t).sample, noise)
+        drop = torch.rand(len(x0), generator=generator).to(x0.device) < self.hparams.p_uncond
+        labels = torch.where(drop, self.num_classes, self.data_labels(labels, "training"))
+        return F.mse_loss(self.eps(self.q_sample(x0, t, noise), t, ema=False, labels=labels), noise)
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        loss = self.diffusion_loss(batch[0])
+        loss = self.diffusion_loss(batch[0], labels=self.batch_labels(batch))
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(batch[0]))
         return {"loss": loss}
 
@@ -360,7 +417,7 @@ class Diffusion(GenerativeModel):
         generator = torch.Generator().manual_seed(batch_idx)
         t = torch.randint(0, self.hparams.timesteps, (len(x0),), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        loss = F.mse_loss(self.eps(self.q_sample(x0, t, noise), t), noise)
+        loss = F.mse_loss(self.eps(self.q_sample(x0, t, noise), t, labels=self.batch_labels(batch)), noise)
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(x0), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
