@@ -1,8 +1,10 @@
-"""Logger factories that need more than a `_target_` (W&B must never block on a login prompt)."""
+"""Logger factories that need more than a `_target_` (W&B must never block: no login prompt, no endless
+teardown, and `WANDB_MODE=disabled` means no run at all)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from genlab.errors import ConfigError
@@ -16,14 +18,16 @@ def wandb_has_credentials() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+def wandb_disabled() -> bool:
+    """`WANDB_MODE=disabled`: W&B's own switch for "log nothing, write nothing"."""
+    return os.environ.get("WANDB_MODE", "").lower() == "disabled"
+
+
 def wandb_offline(offline: bool | None) -> bool:
     """Offline when asked, when WANDB_MODE says so, or when no credentials exist (no account needed)."""
     if offline is not None:
         return bool(offline)
-    return (
-        os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
-        or not wandb_has_credentials()
-    )
+    return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not wandb_has_credentials()
 
 
 def run_name_from_dir(save_dir: str) -> str:
@@ -38,29 +42,47 @@ def wandb_logger(
     offline: bool | None = None,
     name: str | None = None,
     log_model: bool = False,
+    finish_timeout: float = 30.0,
     **kwargs,
 ):
     """A WandbLogger that runs offline (a local `wandb/offline-run-*` folder, no account, no prompt) unless
     credentials exist or `offline=false` is asked for; `wandb sync <folder>` uploads it later. Asking for
-    online logging without credentials is an error rather than a login prompt that blocks the run."""
+    online logging without credentials is an error rather than a login prompt that blocks the run.
+    `WANDB_MODE=disabled` gives a logger whose calls do nothing and that writes no file. The end of the run
+    waits at most `finish_timeout` seconds for W&B (W&B's own `finish_timeout` setting; unsent data stays
+    on disk for `wandb sync`)."""
+    import wandb
     from pytorch_lightning.loggers import WandbLogger
 
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    settings = wandb.Settings(silent=True, console="off", finish_timeout=float(finish_timeout))
+    name = name or run_name_from_dir(save_dir)
+    if wandb_disabled():
+        return WandbLogger(
+            save_dir=save_dir, project=project, name=name, mode="disabled", settings=settings, **kwargs
+        )
     offline = wandb_offline(offline)
     if not offline and not wandb_has_credentials():
         raise ConfigError(
             "logger.wandb.offline=false needs W&B credentials: set WANDB_API_KEY or run `wandb login` first, "
             "or leave logger.wandb.offline=null to log offline and `wandb sync` later."
         )
-    os.environ["WANDB_MODE"] = "offline" if offline else os.environ.get("WANDB_MODE", "online")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_CONSOLE", "off")  # keep W&B from wrapping stdout: logs stay plain
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return WandbLogger(
         save_dir=save_dir,
         project=project,
-        name=name or run_name_from_dir(save_dir),
+        name=name,
         offline=offline,
         log_model=log_model,
+        mode="offline" if offline else "online",
+        settings=settings,
         **kwargs,
     )
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """End this process's W&B run, if one is open: the next job of a sweep then starts its own run instead
+    of reusing this one, and the wait is bounded by the run's `finish_timeout` (see `wandb_logger`)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.run.finish(exit_code=exit_code)

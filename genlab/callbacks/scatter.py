@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from genlab.console import batches_seen
 from genlab.metrics.mode_coverage import ModeCoverage, mode_coverage
 
 
@@ -23,7 +24,8 @@ def save_scatter(
     coverage: ModeCoverage | None = None,
     title: str = "",
 ) -> Path:
-    """Real (grey) and generated (red) points, with each mode's 3σ circle when the mixture is known."""
+    """Real points (blue, larger, drawn first) under generated ones (small red dots, semi-transparent), so
+    both stay visible where they overlap, with each mode's 3σ circle when the mixture is known."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: runs on servers and in CI
@@ -32,13 +34,31 @@ def save_scatter(
     real, generated = real.detach().float().cpu(), generated.detach().float().cpu()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     try:
-        ax.scatter(real[:, 0], real[:, 1], s=2, c="0.6", label="real", rasterized=True)
         ax.scatter(
-            generated[:, 0], generated[:, 1], s=2, c="tab:red", alpha=0.5, label="generated", rasterized=True
+            real[:, 0],
+            real[:, 1],
+            s=10,
+            c="tab:blue",
+            alpha=0.35,
+            lw=0,
+            label="real",
+            zorder=1,
+            rasterized=True,
+        )
+        ax.scatter(
+            generated[:, 0],
+            generated[:, 1],
+            s=3,
+            c="tab:red",
+            alpha=0.6,
+            lw=0,
+            label="generated",
+            zorder=2,
+            rasterized=True,
         )
         if centers is not None and std is not None:
             for cx, cy in centers.tolist():
-                ax.add_patch(plt.Circle((cx, cy), 3 * std, fill=False, color="tab:blue", lw=0.8))
+                ax.add_patch(plt.Circle((cx, cy), 3 * std, fill=False, color="0.3", lw=0.8, zorder=3))
         if coverage is not None:
             title += (
                 f"\nmodes {coverage.modes_covered}/{coverage.n_modes}, "
@@ -55,8 +75,9 @@ def save_scatter(
 
 
 class PointScatter(Callback):
-    """After each validation run, writes `<dirpath>/epoch_XXX_scatter.png`: `n` validation points against
-    `n` generated ones (the same seeded noise every epoch), titled with their mode coverage."""
+    """After each validation run, writes `<dirpath>/epoch_NNN_scatter.png` (NNN = the epoch, counted from 1):
+    `n` validation points against `n` generated ones (the same seeded noise every epoch), titled with
+    their mode coverage."""
 
     def __init__(self, dirpath: str, n: int = 2500, seed: int = 0) -> None:
         super().__init__()
@@ -75,7 +96,7 @@ class PointScatter(Callback):
         generated = pl_module.sample(self.n, generator=torch.Generator().manual_seed(self.seed))
         centers, std = getattr(datamodule, "centers", None), getattr(datamodule, "std", None)
         coverage = mode_coverage(generated, centers, std) if centers is not None and std is not None else None
-        epoch = trainer.current_epoch
+        epoch = trainer.current_epoch + 1  # counted from 1, as the console counts them
         path = self.dirpath / f"epoch_{epoch:03d}_scatter.png"
-        title = f"{getattr(datamodule, 'name', 'data')}, epoch {epoch}, step {trainer.global_step}"
+        title = f"{getattr(datamodule, 'name', 'data')}, epoch {epoch}, batch {batches_seen(trainer)}"
         self.written.append(save_scatter(real, generated, path, centers, std, coverage, title))

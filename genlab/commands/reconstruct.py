@@ -11,7 +11,7 @@ from genlab.runtime.launch import run_command
 
 @torch.no_grad()
 def reconstruct(cfg) -> None:
-    from genlab.callbacks.samples import originals_over_reconstructions, save_grid
+    from genlab.callbacks.samples import save_reconstruction_grid
 
     if not isinstance(cfg.per_row, int) or cfg.per_row < 1:
         raise ConfigError(f"per_row={cfg.per_row!r} must be a positive number of images per row.")
@@ -21,8 +21,7 @@ def reconstruct(cfg) -> None:
     x, y = pick_images(run.image_split(cfg.split), cfg.n, cfg.seed)
     recon = model.reconstruct(x.to(device), labels=y.to(device)).cpu()  # a conditional encoder needs y
     out = output_dir(cfg)
-    grid = originals_over_reconstructions(x, recon, per_row=cfg.per_row)
-    path = save_grid(grid, out / "reconstructions.png", nrow=cfg.per_row)
+    path = save_reconstruction_grid(x, recon, out / "reconstructions.png", per_row=cfg.per_row)
     mse = torch.nn.functional.mse_loss(recon, x).item()
     print(f"pixel MSE of these {len(x)} reconstructions: {mse:.5f}")
     report([path])

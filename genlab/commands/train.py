@@ -69,10 +69,10 @@ def train(cfg, run: RunContext | None = None) -> float | None:
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-    from pytorch_lightning.utilities import rank_zero_only
 
-    from genlab import __version__
+    from genlab import __version__, console
     from genlab.data.base import fill_num_classes
+    from genlab.loggers import finish_wandb
     from genlab.runtime import distributed
     from genlab.runtime.launch import in_multirun
 
@@ -83,10 +83,6 @@ def train(cfg, run: RunContext | None = None) -> float | None:
 
         # a file that is not a genlab checkpoint is refused before Lightning opens it (weights_only below)
         read_checkpoint(ckpt_path, key="ckpt_path")
-    if cfg.get("print_config") and rank_zero_only.rank == 0:
-        from genlab.console import print_config_tree
-
-        print_config_tree(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -107,6 +103,7 @@ def train(cfg, run: RunContext | None = None) -> float | None:
     )
     if in_multirun():
         distributed.refuse_rerun_in_multirun(trainer)
+    started = console.print_run_start(cfg, trainer, model, datamodule)
     try:
         with distributed.child_process_argv(trainer, run):
             # weights_only: Lightning reads the resumed file as data too, never unpickling objects
@@ -118,8 +115,10 @@ def train(cfg, run: RunContext | None = None) -> float | None:
                 metrics.update(trainer.callback_metrics)
     except BaseException:
         distributed.destroy_process_group(barrier=False)
+        finish_wandb(exit_code=1)
         raise
     distributed.destroy_process_group()
+    finish_wandb()
 
     values = scalar_metrics(metrics)
     if trainer.is_global_zero:
@@ -150,6 +149,7 @@ def train(cfg, run: RunContext | None = None) -> float | None:
                 "config": container,
             },
         )
+    console.print_run_end(output_dir, values, trainer, started)
     metric = cfg.get("optimized_metric")
     if not metric:
         return None

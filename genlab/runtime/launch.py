@@ -72,6 +72,7 @@ def run_command(config_name: str, task: Callable[..., Any], overrides: list[str]
     end the command exits 1 naming the failed jobs."""
     import hydra
 
+    from genlab import console
     from genlab.runtime import sweep
 
     run = RunContext(command=config_name, overrides=list(overrides), script=sys.argv[0])
@@ -79,7 +80,8 @@ def run_command(config_name: str, task: Callable[..., Any], overrides: list[str]
 
     def job(cfg):
         try:
-            return task(cfg, run=run) if wants_run else task(cfg)
+            with console.known_noise_filtered():  # again: joblib/submitit run jobs in other processes
+                return task(cfg, run=run) if wants_run else task(cfg)
         except Exception as exc:
             err = find_user_error(exc)
             if not in_multirun():
@@ -96,14 +98,16 @@ def run_command(config_name: str, task: Callable[..., Any], overrides: list[str]
             return sweep.FailedJob(message)  # a failed trial for Optuna; Hydra's basic sweeper goes on
 
     if wants_multirun(overrides):
-        sweep.check_sweep_composes(conf_dir(), config_name, overrides)
+        with console.known_noise_filtered():
+            sweep.check_sweep_composes(conf_dir(), config_name, overrides)
     sweep.register_resolvers()
 
     argv = sys.argv
     record_override = f"hydra.callbacks.sweep_summary.record={quote_override(str(run.sweep_record))}"
     sys.argv = [f"genlab {config_name}", *overrides, record_override]
     try:
-        hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")(job)()
+        with console.known_noise_filtered():
+            hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")(job)()
     except SystemExit as stop:  # Hydra's exit after an error of the sweeper itself (e.g. Optuna with no
         sweep.raise_if_jobs_failed(run.sweep_record)  # completed trial): the failed jobs say more
         raise stop

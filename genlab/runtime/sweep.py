@@ -32,8 +32,13 @@ SUMMARY_JSON = "sweep_summary.json"
 JOB_STATUS = "job_status.json"  # one per job folder; the summary is rebuilt from these
 SWEEP_STATE = ".genlab_sweep.json"  # in the sweep folder: this invocation's first job number
 
-# conf/hydra/launcher/{joblib,submitit_*}.yaml deliberately extend the plugins' configs of the same name
-warnings.filterwarnings("ignore", message=r".*is validated against ConfigStore schema", category=UserWarning)
+# conf/hydra/launcher/{joblib,submitit_*}.yaml deliberately extend the plugins' configs of the same name.
+# In joblib/submitit workers Hydra composes each job's config before any genlab function runs; importing
+# this module (the sweep callback is unpickled first) is the one genlab code early enough to filter it
+# there. The message starts with a newline, hence (?s). (genlab.console filters it in the main process.)
+warnings.filterwarnings(
+    "ignore", message=r"(?s)\s*'hydra/launcher/\w+' is validated against ConfigStore", category=UserWarning
+)
 
 
 class SweepFailed(GenlabError):
