@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from genlab.console import track
+
 Scorer = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
@@ -35,7 +37,7 @@ def score_dataset(
     held_out = sorted(int(c) for c in held_out)
     parts: dict[str, list[torch.Tensor]] = {}
     labels = []
-    for x, y in loader:
+    for x, y in track(loader, "anomaly scores of the test set"):
         batch_scores = scorer(x.to(device))
         for name, value in batch_scores.items():
             value = value.detach().float().flatten().cpu()

@@ -58,8 +58,10 @@ def wandb_logger(
     settings = wandb.Settings(silent=True, console="off", finish_timeout=float(finish_timeout))
     name = name or run_name_from_dir(save_dir)
     if wandb_disabled():
-        return WandbLogger(
-            save_dir=save_dir, project=project, name=name, mode="disabled", settings=settings, **kwargs
+        return _quiet(
+            WandbLogger(
+                save_dir=save_dir, project=project, name=name, mode="disabled", settings=settings, **kwargs
+            )
         )
     offline = wandb_offline(offline)
     if not offline and not wandb_has_credentials():
@@ -68,16 +70,27 @@ def wandb_logger(
             "or leave logger.wandb.offline=null to log offline and `wandb sync` later."
         )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        save_dir=save_dir,
-        project=project,
-        name=name,
-        offline=offline,
-        log_model=log_model,
-        mode="offline" if offline else "online",
-        settings=settings,
-        **kwargs,
+    return _quiet(
+        WandbLogger(
+            save_dir=save_dir,
+            project=project,
+            name=name,
+            offline=offline,
+            log_model=log_model,
+            mode="offline" if offline else "online",
+            settings=settings,
+            **kwargs,
+        )
     )
+
+
+def _quiet(logger):
+    """Lightning hands W&B `anonymous=None`, which W&B 0.2x+ answers with a deprecation warning on every
+    run, silent mode or not; the key means nothing when None, so it is not passed on."""
+    init_kwargs = getattr(logger, "_wandb_init", None)
+    if isinstance(init_kwargs, dict) and init_kwargs.get("anonymous") is None:
+        init_kwargs.pop("anonymous", None)
+    return logger
 
 
 def finish_wandb(exit_code: int = 0) -> None:

@@ -40,7 +40,8 @@ def read_metrics(run_dir: Path) -> dict:
 def vae_smoke_run(tmp_path_factory) -> Path:
     """One VAE trained on digits with trainer=smoke through the console script; its run folder."""
     root = tmp_path_factory.mktemp("vae_smoke")
-    run_genlab("train", "model=vae", "trainer=smoke", f"hydra.run.dir={root / 'run'}", cwd=root)
+    proc = run_genlab("train", "model=vae", "trainer=smoke", f"hydra.run.dir={root / 'run'}", cwd=root)
+    (root / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user saw (tests/test_console.py)
     return root / "run"
 
 

@@ -24,8 +24,8 @@ def test_smoke_run_writes_checkpoint_samples_and_finite_metrics(vae_smoke_run):
     run = vae_smoke_run
     assert (run / ".hydra" / "config.yaml").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert list((run / "samples").glob("epoch_000_samples.png"))
-    assert list((run / "samples").glob("epoch_000_recon.png"))
+    assert list((run / "samples").glob("epoch_001_samples.png"))
+    assert list((run / "samples").glob("epoch_001_recon.png"))
     metrics = read_metrics(run)
     for key in ("val/recon_mse", "val/loss", "test/recon_mse", "test/loss"):
         assert math.isfinite(metrics["metrics"][key]), key

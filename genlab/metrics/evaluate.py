@@ -187,11 +187,16 @@ def inception_score_from_logits(logits: torch.Tensor, splits: int, seed: int) ->
 
 
 @torch.no_grad()
-def extract(module: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def extract(
+    module: nn.Module, images: torch.Tensor, batch_size: int, description: str = "features"
+) -> torch.Tensor:
     """Run a feature extractor over images in batches, on the module's device; result on CPU."""
+    from genlab.console import track
+
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     parts = [
-        module(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)
+        module(images[i : i + batch_size].to(device)).float().cpu()
+        for i in track(range(0, len(images), batch_size), f"{description} ({len(images)} images)")
     ]
     return torch.cat(parts)
 
@@ -221,10 +226,12 @@ def evaluate_images(
         reference_data, settings.reference_split, settings.n_real, settings.reference_seed, backbone.identity
     )
     reference = reference_features(
-        cache_dir, key, lambda: extract(backbone.features, real(), settings.batch_size)
+        cache_dir,
+        key,
+        lambda: extract(backbone.features, real(), settings.batch_size, "features of real images"),
     )
     real_features = reference.features
-    fake_features = extract(backbone.features, fake, settings.batch_size)
+    fake_features = extract(backbone.features, fake, settings.batch_size, "features of generated images")
     kid, kid_std = kid_from_features(
         real_features, fake_features, settings.kid_subsets, settings.kid_subset_size, settings.seed
     )
@@ -239,7 +246,7 @@ def evaluate_images(
     )
     notes = {}
     if backbone.logits is not None:
-        logits = extract(backbone.logits, fake, settings.batch_size)
+        logits = extract(backbone.logits, fake, settings.batch_size, "class logits of generated images")
         metrics.inception_score, metrics.inception_score_std = inception_score_from_logits(
             logits, settings.is_splits, settings.seed
         )

@@ -26,12 +26,14 @@ def reconstruction_metrics(
     from torchmetrics import MeanSquaredError
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+    from genlab.console import track
+
     size = min(images.shape[-2:])
     kernel = min(11, size - 1 if size % 2 == 0 else size)  # SSIM's 11x11 window must fit the image
     mse, psnr = MeanSquaredError(), PeakSignalNoiseRatio(data_range=1.0)
     ssim = StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=kernel)
     device = getattr(model, "device", torch.device("cpu"))
-    for start in range(0, len(images), batch_size):
+    for start in track(range(0, len(images), batch_size), f"reconstructing {len(images)} {split} images"):
         x = images[start : start + batch_size]
         kwargs = {"labels": labels[start : start + batch_size].to(device)} if labels is not None else {}
         recon = model.reconstruct(x.to(device), **kwargs).float().clamp(0, 1).cpu()
