@@ -190,3 +190,29 @@ def test_recon_grid_from_a_tiny_validation_set_keeps_originals_above_reconstruct
     assert torch.allclose(reconstructions[:, :, :tile], torch.tensor(0.5), atol=1 / 255)
     captions = grid[:, :, : grid.shape[-1] - tiles.shape[-1]]
     assert captions.shape[-1] > 40 and captions.min() < 0.5  # dark caption text on the left
+
+
+def test_scatter_keeps_real_points_visible_under_generated_ones(tmp_path):
+    import numpy as np
+
+    from genlab.callbacks.scatter import save_scatter
+
+    points = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
+    path = save_scatter(points, points.clone(), tmp_path / "scatter.png", title="same points")
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    red, blue = pixels[..., 0], pixels[..., 2]
+    # generated points drawn exactly over the real ones: both colours still show
+    assert ((blue - red) > 60).sum() > 500 and ((red - blue) > 60).sum() > 500
+
+
+def test_wandb_logger_bounds_its_teardown_and_honours_disabled(tmp_path, monkeypatch):
+    from genlab.loggers import wandb_logger
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    offline = wandb_logger(save_dir=str(tmp_path / "a"), finish_timeout=7)
+    settings = offline._wandb_init["settings"]  # what wandb.init will get
+    assert offline._wandb_init["mode"] == "offline" and settings.finish_timeout == 7
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_logger(save_dir=str(tmp_path / "b"))._wandb_init["mode"] == "disabled"

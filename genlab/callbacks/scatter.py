@@ -37,9 +37,9 @@ def save_scatter(
         ax.scatter(
             real[:, 0],
             real[:, 1],
-            s=10,
+            s=30,  # larger than the generated dots, so a real point stays visible under one
             c="tab:blue",
-            alpha=0.35,
+            alpha=0.3,
             lw=0,
             label="real",
             zorder=1,
@@ -66,7 +66,7 @@ def save_scatter(
             )
         ax.set_title(title.strip(), fontsize=9)
         ax.set_aspect("equal")
-        ax.legend(loc="upper right", fontsize=7, markerscale=3)
+        ax.legend(loc="upper right", fontsize=7, markerscale=1.5)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, bbox_inches="tight")
     finally:
