@@ -114,7 +114,12 @@ def test_bad_settings_are_config_errors():
 
 
 @pytest.mark.slow
-def test_diffusion_through_the_cli_train_sample_interpolate_anomaly_eval(tmp_path):
+def test_diffusion_through_the_cli_train_sample_interpolate_anomaly(tmp_path):
+    """Train and sample through the console script; interpolate and anomaly in-process on the checkpoint."""
+    from genlab.commands.anomaly import anomaly
+    from genlab.commands.interpolate import interpolate
+    from tests.test_conditional import compose_command
+
     run = tmp_path / "run"
     tiny_net = ["model.block_out_channels=[16,32]", "model.sample_steps=5", "model.vlb_timesteps=4"]
     run_genlab(
@@ -128,28 +133,10 @@ def test_diffusion_through_the_cli_train_sample_interpolate_anomaly_eval(tmp_pat
         OMP_NUM_THREADS="1",
     )
     assert math.isfinite(read_metrics(run)["metrics"]["test/loss"])
-    ckpt = run / "checkpoints" / "last.ckpt"
-    run_genlab(
-        "sample", f"ckpt={ckpt}", "n=4", f"hydra.run.dir={tmp_path / 's'}", cwd=tmp_path, OMP_NUM_THREADS="1"
-    )
+    ckpt = f"ckpt={run / 'checkpoints' / 'last.ckpt'}"
+    run_genlab("sample", ckpt, "n=4", f"hydra.run.dir={tmp_path / 's'}", cwd=tmp_path, OMP_NUM_THREADS="1")
     assert (tmp_path / "s" / "samples.png").is_file()
-    run_genlab(
-        "interpolate",
-        f"ckpt={ckpt}",
-        "pairs=1",
-        "steps=3",
-        "paths_between=slerp",
-        f"hydra.run.dir={tmp_path / 'i'}",
-        cwd=tmp_path,
-        OMP_NUM_THREADS="1",
-    )
+    interpolate(compose_command("interpolate", tmp_path / "i", [ckpt, "pairs=1", "steps=3", "device=cpu"]))
     assert (tmp_path / "i" / "interpolation_slerp.png").is_file()
-    run_genlab(
-        "anomaly",
-        f"ckpt={ckpt}",
-        "data.anomaly_classes=[9]",
-        f"hydra.run.dir={tmp_path / 'a'}",
-        cwd=tmp_path,
-        OMP_NUM_THREADS="1",
-    )
+    anomaly(compose_command("anomaly", tmp_path / "a", [ckpt, "data.anomaly_classes=[9]", "device=cpu"]))
     assert "test/auroc/denoise_error" in read_metrics(tmp_path / "a")["metrics"]

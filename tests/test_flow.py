@@ -106,6 +106,12 @@ def test_bad_settings_are_config_errors():
 
 @pytest.mark.slow
 def test_flow_through_the_cli_on_digits_and_on_the_ring(tmp_path):
+    """Train and sample through the console script; interpolate and anomaly in-process on the checkpoint;
+    the ring preset trains the MLP flow for points."""
+    from genlab.commands.anomaly import anomaly
+    from genlab.commands.interpolate import interpolate
+    from tests.test_conditional import compose_command
+
     run = tmp_path / "run"
     small = ["model.steps=2", "model.hidden=16"]
     run_genlab(
@@ -118,32 +124,13 @@ def test_flow_through_the_cli_on_digits_and_on_the_ring(tmp_path):
         cwd=tmp_path,
         OMP_NUM_THREADS="1",
     )
-    metrics = read_metrics(run)["metrics"]
-    assert 0 < metrics["test/bpd"] < 8.5
-    ckpt = run / "checkpoints" / "last.ckpt"
-    run_genlab(
-        "sample", f"ckpt={ckpt}", "n=4", f"hydra.run.dir={tmp_path / 's'}", cwd=tmp_path, OMP_NUM_THREADS="1"
-    )
+    assert 0 < read_metrics(run)["metrics"]["test/bpd"] < 8.5
+    ckpt = f"ckpt={run / 'checkpoints' / 'last.ckpt'}"
+    run_genlab("sample", ckpt, "n=4", f"hydra.run.dir={tmp_path / 's'}", cwd=tmp_path, OMP_NUM_THREADS="1")
     assert (tmp_path / "s" / "samples.png").is_file()
-    run_genlab(
-        "interpolate",
-        f"ckpt={ckpt}",
-        "pairs=1",
-        "steps=3",
-        "paths_between=slerp",
-        f"hydra.run.dir={tmp_path / 'i'}",
-        cwd=tmp_path,
-        OMP_NUM_THREADS="1",
-    )
+    interpolate(compose_command("interpolate", tmp_path / "i", [ckpt, "pairs=1", "steps=3", "device=cpu"]))
     assert (tmp_path / "i" / "interpolation_slerp.png").is_file()
-    run_genlab(
-        "anomaly",
-        f"ckpt={ckpt}",
-        "data.anomaly_classes=[9]",
-        f"hydra.run.dir={tmp_path / 'a'}",
-        cwd=tmp_path,
-        OMP_NUM_THREADS="1",
-    )
+    anomaly(compose_command("anomaly", tmp_path / "a", [ckpt, "data.anomaly_classes=[9]", "device=cpu"]))
     assert "test/auroc/nll" in read_metrics(tmp_path / "a")["metrics"]
     ring = tmp_path / "ring"
     run_genlab(
