@@ -105,6 +105,7 @@ def score(run_dir: Path, real: torch.Tensor) -> dict:
 VARIANTS = {
     "vae_bernoulli": ["model=vae", "model.likelihood=bernoulli"],
     "vae_gaussian": ["model=vae", "model.likelihood=gaussian"],
+    "vae_gaussian_std05": ["model=vae", "model.likelihood=gaussian", "model.gaussian_std=0.05"],
     "gan_transpose": ["model=gan", "model.upsample=transpose"],
     "gan_nearest": ["model=gan", "model.upsample=nearest"],
 }

@@ -15,7 +15,20 @@ NORMS = ("batch", "instance", "layer", "none")
 # how the decoder doubles the resolution: a 4x4 stride-2 transposed convolution (DCGAN), or nearest-neighbour
 # upsampling followed by a 3x3 convolution, which cannot produce the checkerboard artefacts of uneven
 # kernel overlap (Odena, Dumoulin & Olah 2016, "Deconvolution and checkerboard artifacts")
-UPSAMPLES = ("transpose", "nearest")
+# `auto`: nearest for colour images, where transposed convs left a visible grid on 32 px photos in a short
+# GAN run (benchmarks/results/rgb.md), transpose for grey images, where genlab's MNIST results were measured
+UPSAMPLES = ("auto", "transpose", "nearest")
+
+
+def resolve_upsample(upsample: str, channels: int) -> str:
+    """`auto` -> nearest for colour (3-channel) images, transpose otherwise; other choices unchanged."""
+    if upsample not in UPSAMPLES:
+        raise ConfigError(
+            f"model.upsample={upsample!r} is not a valid choice. Valid choices: {', '.join(UPSAMPLES)}."
+        )
+    if upsample == "auto":
+        return "nearest" if channels == 3 else "transpose"
+    return upsample
 
 
 def conv_plan(image_size: int) -> tuple[int, int]:
@@ -126,10 +139,8 @@ class ConvDecoder(nn.Module):
         base, n = conv_plan(image_size)
         if latent_dim < 1:
             raise ConfigError(f"latent_dim={latent_dim!r} must be a positive integer.")
-        if upsample not in UPSAMPLES:
-            raise ConfigError(
-                f"model.upsample={upsample!r} is not a valid choice. Valid choices: {', '.join(UPSAMPLES)}."
-            )
+        upsample = resolve_upsample(upsample, channels)
+        self.upsample = upsample
         self.base = base
         self.top_channels = _width(width, n - 1)
         self.project = nn.Sequential(
