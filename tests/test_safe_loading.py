@@ -465,3 +465,25 @@ def test_inception_weight_files_are_read_safely_first(tmp_path, crafted):
     with pytest.raises(CacheError, match="refuses to unpickle") as err:
         resolve_inception(weights=weights, download=False)
     assert str(weights) in str(err.value) and not crafted["marker"].exists()
+
+
+@pytest.mark.parametrize("family", ["vae", "gan", "vaegan", "diffusion", "flow"])
+def test_every_family_round_trips_through_the_safe_loader(family, tmp_path):
+    """What a family saves (hyper_parameters, weights, run config) is what the safe reader accepts."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from genlab.models.registry import families
+    from genlab.runtime.checkpoint import load_run
+
+    cfg = compose_command("train", [f"model={family}"], tmp_path)
+    model = instantiate(cfg.model)
+    model.run_config = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model")}
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "model.ckpt")
+    run = load_run(tmp_path / "model.ckpt", device="cpu")
+    assert run.family == family and isinstance(run.model, families()[family])
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(run.model.state_dict()[name], tensor), name
+    assert run.datamodule().name == "digits"
