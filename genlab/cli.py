@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -47,21 +48,42 @@ def group_choices(group: str) -> list[str] | None:
 
 
 def check_group_overrides(overrides: list[str]) -> None:
-    """Reject `group=name` when conf/<group>/name.yaml does not exist, before Hydra starts."""
+    """Reject `group=name` (or `group=[a,b]` for the dict groups logger and callbacks) when
+    conf/<group>/name.yaml does not exist, before Hydra starts."""
     for override in overrides:
         if override.startswith("-") or "=" not in override:
             continue
         key, value = override.split("=", 1)
         key = key.lstrip("+~")
-        if "@" in key or any(c in value for c in "()[]{}$*"):
+        if "@" in key or any(c in value for c in "(){}$*"):
             continue  # sweep functions, packages and interpolations are Hydra's to check
         choices = group_choices(key)
         if choices is None:
             continue
-        for name in value.split(","):
-            name = name.strip()
+        for name in value.strip("[]").split(","):
+            name = name.strip().strip("'\"")
             if name not in choices and name.lower() not in ("null", ""):
                 raise bad_choice(key, name, choices)
+
+
+def takes_group(command: str, group: str) -> bool:
+    """Whether conf/<command>.yaml composes the config group `group` (read as text, nothing imported)."""
+    path = conf_dir() / f"{command.replace('-', '_')}.yaml"
+    return path.is_file() and re.search(rf"^\s*-\s*{group}\s*:", path.read_text(), re.M) is not None
+
+
+def prepare_overrides(command: str, overrides: list[str]) -> list[str]:
+    """What runs before Hydra composes: group names and output folders are checked, and `trainer.X` for
+    any pl.Trainer argument X becomes an override Hydra accepts (genlab.runtime.checks)."""
+    if any(o in ("--help", "-h", "--hydra-help", "--info") for o in overrides):
+        return overrides
+    from genlab.runtime import checks
+
+    check_group_overrides(overrides)
+    checks.check_output_overrides(overrides)
+    if takes_group(command, "trainer") and any(o.startswith("trainer.") for o in overrides):
+        overrides = checks.trainer_overrides(overrides)
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"unknown command {command!r}. Valid commands: {', '.join(available)}. "
                 "Run `genlab --help` for what each does."
             )
-        check_group_overrides(overrides)
+        overrides = prepare_overrides(command, overrides)
         module = importlib.import_module(f"genlab.commands.{command.replace('-', '_')}")
         module.main(overrides)
     except GenlabError as err:

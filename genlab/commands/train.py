@@ -75,6 +75,7 @@ def train(cfg, run: RunContext | None = None) -> float | None:
     from genlab.loggers import finish_wandb
     from genlab.runtime import distributed
     from genlab.runtime.launch import in_multirun
+    from genlab.runtime.tags import log_tags, run_tags
 
     check_learning_rates(cfg.model)
     ckpt_path = cfg.get("ckpt_path")
@@ -101,6 +102,7 @@ def train(cfg, run: RunContext | None = None) -> float | None:
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=instantiate_group(cfg.get("logger")) or False
     )
+    log_tags(trainer.loggers, run_tags(cfg.get("tags")))
     if in_multirun():
         distributed.refuse_rerun_in_multirun(trainer)
     started = console.print_run_start(cfg, trainer, model, datamodule)
@@ -137,6 +139,7 @@ def train(cfg, run: RunContext | None = None) -> float | None:
                 "family": model.family,
                 "data": datamodule.describe(),
                 "seed": cfg.seed,
+                "tags": run_tags(cfg.get("tags")),
                 "epochs_completed": current_epoch,
                 "global_step": global_step,
                 "checkpoints": {

@@ -31,6 +31,8 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimize
 class GenerativeModel(pl.LightningModule):
     family: ClassVar[str] = "base"
     has_encoder: ClassVar[bool] = False
+    # whether the family also trains on 2-D points (data=ring|grid), not only on images
+    takes_points: ClassVar[bool] = False
 
     def __init__(self, optimizer: OptimizerFactory | None = None) -> None:
         super().__init__()

@@ -55,6 +55,7 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, scales: tuple[float, ...] = (0.5, 1.0
 class GAN(GenerativeModel):
     family = "gan"
     has_encoder = False
+    takes_points = True  # MLP generator and discriminator when image_size is null
 
     def __init__(
         self,

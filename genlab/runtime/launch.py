@@ -73,13 +73,14 @@ def run_command(config_name: str, task: Callable[..., Any], overrides: list[str]
     import hydra
 
     from genlab import console
-    from genlab.runtime import sweep
+    from genlab.runtime import checks, sweep
 
     run = RunContext(command=config_name, overrides=list(overrides), script=sys.argv[0])
     wants_run = "run" in inspect.signature(task).parameters
 
     def job(cfg):
         try:
+            checks.check_command_config(config_name, cfg)  # bad values: one clear error before any work
             with console.known_noise_filtered():  # again: joblib/submitit run jobs in other processes
                 return task(cfg, run=run) if wants_run else task(cfg)
         except Exception as exc:
@@ -105,12 +106,26 @@ def run_command(config_name: str, task: Callable[..., Any], overrides: list[str]
     argv = sys.argv
     record_override = f"hydra.callbacks.sweep_summary.record={quote_override(str(run.sweep_record))}"
     sys.argv = [f"genlab {config_name}", *overrides, record_override]
+    # Hydra raises its errors instead of printing them (its documented HYDRA_FULL_ERROR switch), so a
+    # composition error (an unknown key, a malformed override) reaches genlab, which explains it.
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         with console.known_noise_filtered():
             hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")(job)()
     except SystemExit as stop:  # Hydra's exit after an error of the sweeper itself (e.g. Optuna with no
         sweep.raise_if_jobs_failed(run.sweep_record)  # completed trial): the failed jobs say more
         raise stop
+    except Exception as exc:
+        sweep.raise_if_jobs_failed(run.sweep_record)
+        err = checks.explain_hydra_error(exc, overrides)
+        if err is None:
+            raise
+        raise err from None
     finally:
         sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
     sweep.raise_if_jobs_failed(run.sweep_record)
