@@ -317,7 +317,14 @@ def check_model(model, data) -> None:
     if "width" in model:
         positive_int("model.width", model.width, example=32)
     target = model.get("_target_")
-    points = data is not None and "image_size" in data and data.get("image_size") is None
+    # 2-D point data (ring, grid) has neither an image size nor channels; an image folder may leave its
+    # image size null (the files' own size) but always has channels
+    points = (
+        data is not None
+        and "channels" in data.keys()
+        and data.get("channels") is None
+        and data.get("image_size") is None
+    )
     if not points or not target:
         return
     from genlab.models.registry import families
