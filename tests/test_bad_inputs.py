@@ -16,8 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from genlab.cli import main as cli_main
-from genlab.cli import print_error
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, print_error
 
 from .conftest import run_genlab
 
