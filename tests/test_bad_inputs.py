@@ -194,6 +194,23 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ["train-classifier", "data.batch_size=0", "hydra.run.dir={run}"],
         ["batch_size=0"],
     ),
+    # synth, augment
+    ("synth-no-ckpt", ["synth", "hydra.run.dir={run}"], ["ckpt"]),
+    ("synth-garbage-ckpt", ["synth", "ckpt={garbage}", "hydra.run.dir={run}"], ["garbage.ckpt"]),
+    (
+        "synth-n-per-class",
+        ["synth", "ckpt={garbage}", "n_per_class=0", "hydra.run.dir={run}"],
+        ["n_per_class=0"],
+    ),
+    (
+        "synth-misspelt-key",
+        ["synth", "ckpt={garbage}", "n_per_clas=3", "hydra.run.dir={run}"],
+        ["n_per_class"],
+    ),
+    ("augment-lr", ["augment", "lr=-1", "hydra.run.dir={run}"], ["lr=-1", "positive"]),
+    ("augment-seeds", ["augment", "seeds=0", "hydra.run.dir={run}"], ["seeds=0"]),
+    ("augment-variant", ["augment", "variants=[real,bogus]", "hydra.run.dir={run}"], ["bogus", "real+synth"]),
+    ("augment-misspelt-key", ["augment", "step=3", "hydra.run.dir={run}"], ["step=3", "steps"]),
 ]
 
 # cases whose error comes from the machine, not from the input, on a machine with a GPU
@@ -309,9 +326,9 @@ def test_the_battery_is_large_and_distinct():
     assert len(set(ids)) == len(ids) and len(set(argvs)) == len(argvs)
     assert len(CASES) >= 60
     commands = {argv[0] for argv in argvs}
-    for command in ("train", "eval", "sample", "reconstruct", "interpolate", "compare", "anomaly"):
+    for command in ("train", "eval", "sample", "reconstruct", "interpolate", "compare", "anomaly", "synth"):
         assert command in commands
-    assert "train-classifier" in commands
+    assert "train-classifier" in commands and "augment" in commands
 
 
 # --- inputs that need a trained run ---
@@ -330,15 +347,15 @@ def test_truncated_checkpoint_is_refused(vae_smoke_run, tmp_path, capsys):
     assert_nothing_half_written(tmp_path)
 
 
-def test_moved_data_root_on_a_digits_run(vae_smoke_run, tmp_path, capsys):
-    """digits are built in, so data_root= cannot apply: one clear line, not a TypeError."""
+def test_data_root_on_a_digits_run(vae_smoke_run, tmp_path, capsys):
+    """digits are built in, so a data folder cannot apply: one clear line, not a TypeError."""
     ckpt = vae_smoke_run / "checkpoints" / "last.ckpt"
     with pytest.raises(SystemExit) as stop:
         cli_main(
-            ["reconstruct", f"ckpt={ckpt}", f"data_root={tmp_path / 'x'}", f"hydra.run.dir={tmp_path / 'r'}"]
+            ["reconstruct", f"ckpt={ckpt}", f"data.root={tmp_path / 'x'}", f"hydra.run.dir={tmp_path / 'r'}"]
         )
     captured = capsys.readouterr()
-    assert_one_paragraph(stop.value.code, captured.err, captured.out, ["data_root"])
+    assert_one_paragraph(stop.value.code, captured.err, captured.out, ["root"])
 
 
 # --- a few through the real console script ---

@@ -265,6 +265,7 @@ def standard_normal_logprob(z: torch.Tensor) -> torch.Tensor:
 class Flow(GenerativeModel):
     family = "flow"
     has_encoder = False  # no reconstruction to measure: encode/decode are exact inverses
+    takes_points = True  # an MLP RealNVP when image_size is null (data=ring|grid)
     invertible: ClassVar[bool] = True
     bpd_bound: ClassVar[str] = "exact"
 

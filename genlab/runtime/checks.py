@@ -455,7 +455,25 @@ def check_train_classifier_config(cfg) -> None:
     check_data(cfg.get("data"))
 
 
+def check_synth_config(cfg) -> None:
+    check_common(cfg)
+    positive_int("n_per_class", cfg.get("n_per_class"), example=100)
+    positive_int("batch_size", cfg.get("batch_size"), example=256)
+
+
+def check_augment_config(cfg) -> None:
+    check_common(cfg)
+    for key, example in (("seeds", 3), ("steps", 400), ("batch_size", 64), ("n_per_class", 100)):
+        positive_int(key, cfg.get(key), example=example)
+    positive_number("lr", cfg.get("lr"), example="2e-3")
+    non_negative_int("crop_padding", cfg.get("crop_padding"), example=2)
+    seed("synth_seed", cfg.get("synth_seed"))
+    check_data(cfg.get("data"))
+
+
 COMMAND_CHECKS = {
+    "synth": check_synth_config,
+    "augment": check_augment_config,
     "train": check_train_config,
     "anomaly": check_anomaly_config,
     "eval": check_eval_config,
