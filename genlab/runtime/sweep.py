@@ -329,6 +329,8 @@ def check_sweep_composes(
             jobs.append(job)
     if len(jobs) > max_jobs:
         return
+    from genlab.runtime.checks import explain_hydra_error
+
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=config_name):
         for job in jobs:
             try:
@@ -336,7 +338,9 @@ def check_sweep_composes(
                 if "trainer" in cfg:
                     refuse_rerun_in_multirun(cfg.trainer, cfg.hydra.launcher.get("_target_", ""))
             except (HydraException, OmegaConfBaseException) as exc:
-                reason = " ".join(str(exc).split()).split(" To append to your config")[0].rstrip(".")
+                explained = explain_hydra_error(exc, job)  # an unknown key: did-you-mean and the node's keys
+                reason = " ".join(str(explained or exc).split()).split(" To append to your config")[0]
+                reason = reason.rstrip(".")
                 hint = ""
                 model = [o.split("=", 1)[1] for o in job if o.startswith("model=")]
                 if model:
