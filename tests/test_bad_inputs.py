@@ -36,7 +36,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("eval-misspelt-metrics-key", ["eval", "ckpt={garbage}", "metrics.nfake=3"], ["nfake", "metrics.n_fake"]),
     ("classifier-misspelt-key", ["train-classifier", "setps=3", "hydra.run.dir={run}"], ["setps", "steps"]),
     ("sample-misspelt-key", ["sample", "ckpt={garbage}", "nn=4", "hydra.run.dir={run}"], ["nn=4", "Did you"]),
-    ("train-sweep-misspelt-key", ["train", "-m", "model.latnet_dim=8,16"], ["latnet_dim", "model.latent_dim"]),
+    ("sweep-misspelt-key", ["train", "-m", "model.latnet_dim=8,16"], ["latnet_dim", "model.latent_dim"]),
     # malformed overrides
     ("train-ambiguous-list", [*TRAIN, "model.latent_dim=8,16"], ["model.latent_dim=8,16", "--multirun"]),
     ("train-unparsable", [*TRAIN, "model.latent_dim=[8"], ["[8"]),
