@@ -1,0 +1,181 @@
+"""genlab study: composition of the presets, planning, judging claims, and the command end to end
+(report with every claim and family, resume without retraining, a failed job survived)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from genlab.cli import conf_dir
+from genlab.errors import ConfigError
+from genlab.models.registry import families
+from genlab.study.plan import budget_overrides, check_study, plan_jobs, study_families
+from genlab.study.verdict import CLAIMS, Claim, build_table, judge
+from tests.conftest import run_genlab
+
+
+def compose_study(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="study"):
+        return compose(config_name="study", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    "preset, target",
+    [("quick", "Digits"), ("mnist", "MNIST"), ("fashion_mnist", "Fashion"), ("cifar10", "CIFAR10")],
+)
+def test_presets_compose_with_three_seeds_and_every_family(preset, target):
+    cfg = compose_study(f"study={preset}", "data.batch_size=32")
+    assert target in cfg.data._target_
+    assert list(cfg.study.seeds) == [0, 1, 2]
+    assert cfg.study.families is None and study_families(cfg.study.families) == list(families())
+    assert cfg.data.batch_size == 32  # data overrides reach the data every run trains on
+    check_study(cfg.study)
+
+
+def test_plan_has_one_job_per_family_seed_and_role(tmp_path):
+    cfg = compose_study("study.families=[vae,gan]", "study.seeds=[3,4]", "study.anomaly_class=1")
+    jobs = plan_jobs(cfg.study, tmp_path)
+    assert [(j.family, j.role, j.seed) for j in jobs] == [
+        ("vae", "main", 3), ("vae", "main", 4), ("vae", "anomaly", 3), ("vae", "anomaly", 4),
+        ("gan", "main", 3), ("gan", "main", 4), ("gan", "anomaly", 3), ("gan", "anomaly", 4),
+    ]  # fmt: skip
+    assert jobs[0].name == "vae seed=3" and jobs[0].status() == "pending"
+    assert jobs[0].folder == tmp_path / "runs" / "main" / "vae" / "seed3"
+    assert budget_overrides(cfg.study) == ["trainer.max_epochs=15"]
+    timed = compose_study("study.budget=time", "study.minutes=1.5").study
+    assert "++trainer.max_time=00:00:01:30" in budget_overrides(timed)
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("study.budget=steps", "study.budget='steps'"),
+        ("study.seeds=[]", "study.seeds=[]"),
+        ("study.seeds=[1,1]", "repeats a seed"),
+        ("study.epochs=0", "study.epochs=0"),
+        ("study.families=[vae,nope]", "'nope'"),
+    ],
+)
+def test_bad_study_settings_are_named(override, named):
+    cfg = compose_study(override)
+    with pytest.raises(ConfigError) as err:
+        check_study(cfg.study)
+        study_families(cfg.study.families)
+    assert named in str(err.value)
+
+
+def record(family: str, seed: int, **metrics: float) -> dict:
+    return {"family": family, "seed": seed, "role": "main", "status": "completed", "metrics": metrics}
+
+
+def test_judge_supports_contradicts_and_says_within_noise():
+    claim = Claim("sharpness", "GAN sharper", "sharpness", "higher", "gan", "vae")
+    clear = [record("gan", s, sharpness=v) for s, v in enumerate((0.9, 0.92, 0.91))]
+    clear += [record("vae", s, sharpness=v) for s, v in enumerate((0.4, 0.41, 0.42))]
+    assert judge(claim, build_table(clear, ["vae", "gan"])).status == "supported"
+    reversed_claim = Claim("sharpness", "VAE sharper", "sharpness", "higher", "vae", "gan")
+    verdict = judge(reversed_claim, build_table(clear, ["vae", "gan"]))
+    assert verdict.status == "contradicted" and "standard errors" in verdict.margin
+    noisy = [record("gan", s, sharpness=v) for s, v in enumerate((0.5, 0.9, 0.1))]
+    noisy += [record("vae", s, sharpness=v) for s, v in enumerate((0.45, 0.4, 0.5))]
+    assert judge(claim, build_table(noisy, ["vae", "gan"])).status == "within noise"
+    assert judge(claim, build_table(clear, ["vae"])).status == "n/a"
+    # a factor: 0.015 is within 1.5x of 0.0135 (but not below it)
+    within = Claim("hybrid", "within 1.5x", "recon_mse", "lower", "vaegan", "vae", factor=1.5)
+    recon = [record("vaegan", s, recon_mse=0.015 + 1e-4 * s) for s in range(3)]
+    recon += [record("vae", s, recon_mse=0.0135 + 1e-4 * s) for s in range(3)]
+    assert judge(within, build_table(recon, ["vae", "vaegan"])).status == "supported"
+
+
+def test_stability_compares_spread_and_diverged_runs():
+    claim = next(c for c in CLAIMS if c.spread)
+    steady = [record("vae", s, fid=v) for s, v in enumerate((50.0, 50.5, 49.5))]
+    wild = [record("gan", s, fid=v) for s, v in enumerate((30.0, 90.0, 150.0))]
+    assert judge(claim, build_table(steady + wild, ["vae", "gan"])).status == "supported"
+    diverged = wild[:2] + [{**record("gan", 2), "status": "failed", "error": "training diverged: loss nan"}]
+    verdict = judge(claim, build_table(steady + diverged, ["vae", "gan"]))
+    assert verdict.status == "supported" and "diverged" in verdict.margin
+
+
+TINY = [
+    "study.seeds=[0,1]",
+    "study.epochs=1",
+    "study.train_overrides=['trainer=smoke','logger=csv']",
+    "study.eval.n_real=60",
+    "study.eval.n_fake=60",
+    "study.eval.ppl_pairs=10",
+    "study.eval.dead_zone_paths=4",
+    "study.eval.n_recon=20",
+    "study.eval.classifier_steps=60",
+]
+
+
+@pytest.mark.slow
+def test_study_cli_reports_every_claim_and_family_and_resumes(tmp_path):
+    study_dir = tmp_path / "study"
+    args = ["study", *TINY, f"study.dir={study_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    first = run_genlab(*args, cwd=tmp_path, timeout=900)
+    every = list(families())
+    report = (study_dir / "report.md").read_text()
+    html = (study_dir / "report.html").read_text()
+    for claim in CLAIMS:
+        assert claim.text in report and claim.text in html.replace("&#39;", "'")
+    header = next(line for line in report.splitlines() if line.startswith("| measure |"))
+    assert [cell.strip() for cell in header.strip("|").split("|")[1:]] == every
+    for family in every:
+        assert (study_dir / "figures" / f"{family}_samples.png").is_file()
+    assert report.splitlines()[0].endswith(", ".join(every))
+    with open(study_dir / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(every) * 2 * 2  # families x seeds x (main, held-out class)
+    assert all(r["status"] == "completed" for r in rows), rows
+    vae_rows = [r for r in rows if r["family"] == "vae" and r["role"] == "main"]
+    assert all(
+        float(r["fid"]) > 0 and 0 <= float(r["dead_zone_frac"]) <= 1 and float(r["ppl"]) > 0 for r in vae_rows
+    )
+    assert all(0 <= float(r["auroc"]) <= 1 for r in rows if r["role"] == "anomaly" and r["family"] == "vae")
+    assert first.stdout.count("study: training") == len(every) * 2
+    assert "protocol" in report.lower() and "classifier" in report
+
+    # a half-finished study: one run lost -> only that run is trained again, the rest is reused
+    lost = study_dir / "runs" / "main" / "vae" / "seed1"
+    kept = study_dir / "runs" / "main" / "gan" / "seed0" / "metrics.json"
+    kept_before = kept.stat().st_mtime
+    for item in sorted(lost.rglob("*"), reverse=True):
+        item.unlink() if item.is_file() else item.rmdir()
+    second = run_genlab(*args, cwd=tmp_path, timeout=900)
+    assert second.stdout.count("study: training") == 1 and "training vae (main) seeds 1" in second.stdout
+    assert kept.stat().st_mtime == kept_before
+    assert json.loads((lost / "metrics.json").read_text())["seed"] == 1
+
+
+@pytest.mark.slow
+def test_study_survives_a_failed_family(tmp_path):
+    study_dir = tmp_path / "study"
+    proc = run_genlab(
+        "study",
+        *TINY,
+        "study.families=[vae,gan]",
+        "study.anomaly_class=null",
+        "study.family_overrides={gan:['model.ema_decay=1.5']}",
+        f"study.dir={study_dir}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    report = (study_dir / "report.md").read_text()
+    assert "2 run(s) failed" in report and "ema_decay" in report
+    assert "gan seed=0 failed" in proc.stdout
+    with open(study_dir / "results.csv") as handle:
+        rows = {(r["family"], r["seed"]): r["status"] for r in csv.DictReader(handle)}
+    assert rows == {
+        ("vae", "0"): "completed",
+        ("vae", "1"): "completed",
+        ("gan", "0"): "failed",
+        ("gan", "1"): "failed",
+    }
+    assert Path(study_dir / "report.html").stat().st_size > 10_000
