@@ -161,7 +161,7 @@ def test_study_survives_a_failed_family(tmp_path):
         *TINY,
         "study.families=[vae,gan]",
         "study.anomaly_class=null",
-        "study.family_overrides={gan:['model.ema_decay=1.5']}",
+        "+study.family_overrides.gan=['model.ema_decay=1.5']",
         f"study.dir={study_dir}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         cwd=tmp_path,
