@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.cli", "genlab.__main__"),
     ("genlab.commands", "genlab.api"),
     ("genlab.runtime",),
-    ("genlab.callbacks", "genlab.report", "genlab.anomaly", "genlab.loggers"),
+    ("genlab.callbacks", "genlab.report", "genlab.study", "genlab.anomaly", "genlab.loggers"),
     ("genlab.models", "genlab.metrics", "genlab.data", "genlab.latent", "genlab.console"),
     ("genlab.nets", "genlab.losses", "genlab.errors", "genlab"),
 ]

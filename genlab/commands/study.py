@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genlab.commands._runner import run_command
+from genlab.runtime.launch import run_command
 from genlab.errors import ConfigError
 
 
