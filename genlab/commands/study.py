@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genlab.runtime.launch import run_command
 from genlab.errors import ConfigError
+from genlab.runtime.launch import run_command
 
 
 def data_overrides() -> list[str]:
