@@ -259,6 +259,9 @@ def test_data_overrides_have_one_spelling(crafted, tmp_path):
     assert data_overrides_from(anomaly) == {"anomaly_classes": [3]}  # not anomaly's whole default data
     with pytest.raises(ConfigError, match="picks a dataset"):
         data_overrides_from(compose_command("anomaly", [good, "data=mnist"], tmp_path))
+    # Hydra's record of another command (left from an earlier call in this process) is not this command line
+    other = OmegaConf.create({"task_name": "interpolate", "data": {"root": "/x", "batch_size": None}})
+    assert data_overrides_from(other) == {"root": "/x"}
     HydraConfig.instance().cfg = None  # a config built in Python, no command line
     assert data_overrides_from(OmegaConf.create({"data": {"root": "/x", "download": None}})) == {"root": "/x"}
     assert data_overrides_from(anomaly) == {}

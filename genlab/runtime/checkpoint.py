@@ -222,17 +222,20 @@ def data_overrides_from(cfg) -> dict[str, Any]:
     if node is None:
         return {}
     values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    typed = user_data_keys()
+    typed = user_data_keys(cfg.get("task_name"))
     if typed is None:
         return {} if "_target_" in values else {k: v for k, v in values.items() if v is not None}
     return {k: values.get(k) for k in typed}
 
 
-def user_data_keys() -> list[str] | None:
-    """The `data.<key>` names on the command line (None when Hydra is not running this job)."""
+def user_data_keys(task_name: str | None = None) -> list[str] | None:
+    """The `data.<key>` names on the command line (None when Hydra is not running this job, or when the
+    Hydra config it holds is another command's, left over from an earlier call in the same process)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
+        return None
+    if task_name and HydraConfig.get().job.config_name not in (task_name, None):
         return None
     keys = []
     for override in HydraConfig.get().overrides.task:
