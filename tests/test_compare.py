@@ -79,7 +79,7 @@ def test_compare_report_of_a_run_and_a_sweep(vae_smoke_run, sweep_with_one_job, 
         "compare", str(vae_smoke_run), str(sweep_with_one_job), f"hydra.run.dir={report}", cwd=tmp_path
     )
     job = sweep_with_one_job / "0"
-    names = {vae_smoke_run: "run", job: "0"}  # the shortest folder names that tell them apart
+    names = {vae_smoke_run: "beta=1", job: "beta=4"}  # runs are named by what differs between them
     assert all(name in proc.stdout for name in names.values())
 
     parsed = ReportParser()
@@ -109,7 +109,7 @@ def test_compare_report_of_a_run_and_a_sweep(vae_smoke_run, sweep_with_one_job, 
     metrics_section = markdown.split("## Metrics", 1)[1].split("\n## ", 1)[0]
     table = [line for line in metrics_section.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| run | ") and "val/loss ↓" in table[0]
-    assert [line.split(" | ")[0][2:] for line in table[1:]] == ["run", "0"]
+    assert [line.split(" | ")[0][2:] for line in table[1:]] == ["beta=1", "beta=4"]
     assert f"**{parsed.rows[winner][col + 1][1].removesuffix(' ★')} ★**" in markdown
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert len(links) == len(parsed.images) and all((report / link).is_file() for link in links)
@@ -117,7 +117,7 @@ def test_compare_report_of_a_run_and_a_sweep(vae_smoke_run, sweep_with_one_job, 
     assert "skipped" in markdown  # the unfinished job is reported, not silently dropped
 
     with (report / "metrics.csv").open() as handle:
-        assert [row["run"] for row in csv.DictReader(handle)] == ["run", "0"]
+        assert [row["run"] for row in csv.DictReader(handle)] == ["beta=1", "beta=4"]
 
 
 def test_protocol_differences_flag_runs_evaluated_differently(vae_smoke_run, tmp_path):

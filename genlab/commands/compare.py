@@ -17,8 +17,10 @@ def compare(cfg) -> Path:
         Comparison,
         config_differences,
         curve_metrics,
+        quality_hint,
         metric_columns,
         protocol_differences,
+        run_names,
     )
     from genlab.report.read import read_curves, read_run, unique_names
     from genlab.report.render import render_html, render_markdown, write_csv
@@ -27,7 +29,7 @@ def compare(cfg) -> Path:
     folders, notes = find_run_folders(list(cfg.runs or []))
     runs = [read_run(folder) for folder in folders]
     interpolations = interpolation_folders([Path(str(cfg.paths.log_dir)) / "interpolate"])
-    for run, name in zip(runs, unique_names(folders), strict=True):
+    for run, name in zip(runs, run_names(runs, unique_names(folders)), strict=True):
         run.name = name
         run.images = find_images(run, interpolations)
     out = Path(cfg.paths.output_dir)
@@ -41,6 +43,7 @@ def compare(cfg) -> Path:
         notes += [
             f"curve {m}: no run logged it in csv/metrics.csv." for m in chosen_curves if m not in curves
         ]
+    notes += quality_hint(runs)
     # judge
     comparison = Comparison(
         runs=runs,

@@ -9,6 +9,31 @@ from genlab.report.judge import metric_direction
 from genlab.report.read import RunRecord, curve_series
 
 
+# what a curve's numbers are, for its y axis; the families' own losses are in their own units
+UNITS = {
+    "recon_mse": "mean squared error per pixel (pixels in [0, 1])",
+    "mse": "mean squared error per pixel",
+    "recon_psnr": "PSNR (dB)",
+    "psnr": "PSNR (dB)",
+    "bpd": "bits per dimension",
+    "fid": "FID",
+    "kid": "KID",
+    "mmd": "squared MMD",
+    "loss_kl": "KL divergence (nats per image)",
+    "loss_recon": "negative log-likelihood (nats per image)",
+}
+
+
+def metric_unit(metric: str) -> str:
+    """A y-axis label with the unit of `metric` (e.g. val/recon_mse), or what it is when unitless."""
+    name = metric.split("/", 1)[-1]
+    if name in UNITS:
+        return f"{metric}: {UNITS[name]}"
+    if "loss" in name:
+        return f"{metric}: the family's own loss (not comparable across families)"
+    return metric
+
+
 def plot_curves(runs: list[RunRecord], frames: list, metrics: list[str], folder: Path) -> dict[str, Path]:
     """One PNG per metric with a line per run; metrics no run logged are left out."""
     import matplotlib
@@ -36,7 +61,8 @@ def plot_curves(runs: list[RunRecord], frames: list, metrics: list[str], folder:
         direction = metric_direction(metric)
         hint = {"min": "  (lower is better)", "max": "  (higher is better)"}.get(direction or "", "")
         ax.set_title(f"{metric}{hint}", fontsize=10)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (1-based)")
+        ax.set_ylabel(metric_unit(metric), fontsize=8)
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
         ax.set_xticks(range(1, last_epoch + 1, max(1, last_epoch // 10)))

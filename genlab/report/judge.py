@@ -116,6 +116,41 @@ def config_differences(runs: list[RunRecord], limit: int = 5) -> list[str]:
     return texts
 
 
+def run_names(runs: list[RunRecord], fallback: list[str]) -> list[str]:
+    """Names that say what differs between the runs: `vaegan seed=1`, `vae lr=0.0003` — the family when
+    the runs' families differ, then each differing setting (shortest unambiguous key). Runs that differ
+    in nothing compared (e.g. two evaluations of one checkpoint) keep `fallback`'s path names, appended."""
+    flat = [flatten(r.config) for r in runs]
+    keys = sorted({k for f in flat for k in f if COMPARED_CONFIG.search(k) and not k.endswith("_target_")})
+    keys = [k for k in keys if all(k in f for f in flat)]
+    differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
+    last = [k.rsplit(".", 1)[-1] for k in differing]
+    labels = [k.rsplit(".", 1)[-1] if last.count(k.rsplit(".", 1)[-1]) == 1 else k for k in differing]
+    several_families = len({r.family for r in runs}) > 1
+    names = []
+    for run, f in zip(runs, flat, strict=True):
+        parts = [run.family] if several_families else []
+        parts += [f"{label}={short(f.get(k))}" for k, label in zip(differing, labels, strict=True)]
+        names.append(" ".join(parts))
+    if all(names) and len(set(names)) == len(names):
+        return names
+    return [f"{n} ({fb})" if n else fb for n, fb in zip(names, fallback, strict=True)]
+
+
+QUALITY_METRICS = ("fid", "kid", "precision", "recall")
+
+
+def quality_hint(runs: list[RunRecord]) -> list[str]:
+    """A note when no run has sample-quality metrics: training logs losses, `genlab eval` measures."""
+    if any(k.rsplit("/", 1)[-1] in QUALITY_METRICS for r in runs for k in r.metrics):
+        return []
+    return [
+        "no run has sample-quality metrics (FID, KID, precision/recall): training logs only losses. Run "
+        "`genlab eval ckpt=<run>/checkpoints/last.ckpt` for each run and compare the eval folders (or the "
+        "runs with metrics.every_n_epochs set during training)."
+    ]
+
+
 def protocol_of(run: RunRecord) -> dict[str, Any]:
     """Everything about how a run's numbers were made that must match for them to be comparable."""
     data_config = run.config.get("data") or {}
