@@ -17,9 +17,9 @@ def compare(cfg) -> Path:
         Comparison,
         config_differences,
         curve_metrics,
-        quality_hint,
         metric_columns,
         protocol_differences,
+        quality_hint,
         run_names,
     )
     from genlab.report.read import read_curves, read_run, unique_names

@@ -8,7 +8,6 @@ from pathlib import Path
 from genlab.report.judge import metric_direction
 from genlab.report.read import RunRecord, curve_series
 
-
 # what a curve's numbers are, for its y axis; the families' own losses are in their own units
 UNITS = {
     "recon_mse": "mean squared error per pixel (pixels in [0, 1])",
