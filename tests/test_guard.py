@@ -44,7 +44,7 @@ def test_guard_passes_finite_losses_and_names_the_first_bad_one():
     guard.on_train_batch_end(fake_trainer(), module, None, None, 0)  # nothing returned: nothing to check
     bad = {"loss_d": torch.tensor([0.1, 0.2]), "loss_g": torch.tensor(float("inf"))}
     with pytest.raises(
-        DivergenceError, match=r"loss 'loss_g' became inf at step 7 \(epoch 1, batch 3\)"
+        DivergenceError, match=r"loss 'loss_g' became inf at batch 4 of epoch 2 \(optimizer step 7\)"
     ) as err:
         guard.on_train_batch_end(fake_trainer(last="/runs/a/last.ckpt"), module, bad, None, 3)
     assert "last good checkpoint is /runs/a/last.ckpt" in str(err.value)
@@ -62,8 +62,8 @@ def test_guard_checks_a_plain_loss_tensor_from_automatic_optimization():
 @pytest.mark.slow
 def test_nan_loss_stops_the_cli_run_within_one_step_and_the_last_checkpoint_loads(tmp_path):
     run = tmp_path / "run"
-    # 4 batches an epoch (trainer=smoke): batch 6 of the run is epoch 1, batch 2. The GAN takes one D and
-    # one G step per batch, so the guard must stop at optimizer step 2·7 = 14, not one batch later.
+    # 4 batches an epoch (trainer=smoke): the 7th batch of the run is batch 3 of epoch 2. The GAN takes one
+    # D and one G step per batch, so the guard must stop at optimizer step 2·7 = 14, not one batch later.
     proc = run_genlab(
         "train",
         "model=gan",
@@ -81,7 +81,7 @@ def test_nan_loss_stops_the_cli_run_within_one_step_and_the_last_checkpoint_load
     assert "Traceback" not in proc.stderr
     message = " ".join(proc.stderr.split())
     assert re.search(
-        r"training diverged: loss 'loss_d\w*' became nan at step 14 \(epoch 1, batch 2\)", message
+        r"training diverged: loss 'loss_d\w*' became nan at batch 3 of epoch 2 \(optimizer step 14\)", message
     )
     last = run / "checkpoints" / "last.ckpt"
     assert f"The last good checkpoint is {last}" in message

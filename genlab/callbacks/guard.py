@@ -29,7 +29,8 @@ class DivergenceGuard(Callback):
         # manual optimization (GANs) clips inside the model; Lightning rejects trainer.gradient_clip_val there
         clip = "trainer.gradient_clip_val=1.0" if pl_module.automatic_optimization else "model.grad_clip=1.0"
         raise DivergenceError(
-            f"training diverged: loss '{name}' became {value.float().sum().item()} at step "
-            f"{trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx}). Training stopped; "
+            # epochs and batches counted from 1, as the console counts them
+            f"training diverged: loss '{name}' became {value.float().sum().item()} at batch {batch_idx + 1} "
+            f"of epoch {trainer.current_epoch + 1} (optimizer step {trainer.global_step}). Training stopped; "
             f"{kept} Try a lower learning rate, gradient clipping ({clip}) or another GAN loss."
         )
