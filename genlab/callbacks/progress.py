@@ -182,7 +182,7 @@ class LossesBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         # Lightning's bar says "Epoch 0/9" for the first of 10; genlab counts from 1 everywhere
-        description = f"Epoch {current_epoch + 1}"
+        description = f"{console.job_label()}Epoch {current_epoch + 1}"
         if self.trainer.max_epochs is not None:
             description += f"/{self.trainer.max_epochs}"
         return f"{description:{len(self.validation_description)}}"
