@@ -20,12 +20,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# The quick-start: a VAE-GAN on the embedded digits (about a minute on 2 CPU cores), then latent walks
-# between encoded test digits from the checkpoint it wrote.
+# The quick-start: the digits' domain classifier (about 10 s, cached: training then ends by printing the
+# share of its samples the classifier recognises), a VAE-GAN on the embedded digits (experiment=quickstart,
+# under a minute on 2 CPU cores), then latent walks between encoded test digits from its checkpoint.
 QUICKSTART := outputs/quickstart
 run: install
 	rm -rf $(QUICKSTART)
-	WANDB_MODE=offline $(BIN)/genlab train model=vaegan trainer=cpu trainer.max_epochs=20 hydra.run.dir=$(QUICKSTART)
+	$(BIN)/genlab train-classifier data=digits hydra.run.dir=$(QUICKSTART)/classifier
+	WANDB_MODE=offline $(BIN)/genlab train experiment=quickstart hydra.run.dir=$(QUICKSTART)
 	$(BIN)/genlab interpolate ckpt=$(QUICKSTART)/checkpoints/last.ckpt hydra.run.dir=$(QUICKSTART)/interpolate
 
 test: install

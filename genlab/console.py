@@ -154,6 +154,8 @@ def metrics_table(values: Mapping[str, float | None]) -> list[str]:
     splits = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in values)]
     names: list[str] = []
     for key in values:
+        if "/" not in key:  # not a split's metric
+            continue
         name = key.split("/", 1)[1]
         if key.split("/", 1)[0] in splits and name not in names:
             names.append(name)

@@ -129,7 +129,7 @@ def train(cfg, run: RunContext | None = None) -> float | None:
         # recognisable samples at a glance, when a domain classifier for this data is cached
         confident = cached_confident_fraction(model, datamodule, cfg.paths.cache_dir, seed=cfg.seed)
         if confident is not None:
-            values["confident_fraction"] = confident
+            values["test/confident_fraction"] = confident  # of the final model's samples
             print(f"confident fraction: {confident:.3f} of 1,000 samples classified with probability >= 0.9")
         ckpt = trainer.checkpoint_callback
         write_metrics(
