@@ -99,3 +99,74 @@ def finish_wandb(exit_code: int = 0) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.run.finish(exit_code=exit_code)
+
+
+def csv_logger(save_dir: str, name: str = "csv", version: str = "", **kwargs):
+    """Lightning's CSVLogger whose `metrics.csv` survives a resume into the same run folder.
+
+    Lightning's writer deletes an existing metrics.csv when it starts (and would fail rewriting the header
+    over rows whose columns it has not seen), so a resumed run erased its own history. This writer keeps the
+    rows, starts from the file's header, and rewrites the file atomically when new columns appear. A new run
+    never meets another run's file: `genlab train` refuses a folder that holds another run."""
+    import csv
+
+    from lightning_fabric.loggers.logger import rank_zero_experiment
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def __init__(self, log_dir: str) -> None:
+            super().__init__(log_dir)
+            path = Path(self.metrics_file_path)
+            if path.is_file():
+                with open(path, newline="") as handle:
+                    self.metrics_keys = sorted(next(csv.reader(handle), []))
+
+        def _check_log_dir_exists(self) -> None:
+            pass  # keep the rows a resumed run already wrote
+
+        def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+            path = Path(self.metrics_file_path)
+            with open(path, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fieldnames)
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, path)
+
+    class AppendingCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> ExperimentWriter:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+        def after_save_checkpoint(self, checkpoint_callback) -> None:
+            # rows reach the disk with every checkpoint (not only every 100 steps), so after a crash the
+            # curves hold every step the checkpoint holds
+            self.save()
+
+        def keep_rows_before(self, step: int) -> None:
+            """A run resumed into this folder at logger step `step` writes the rows from there on again: drop
+            the earlier run's rows at or past it (logged after its checkpoint), keep all before it."""
+            path = Path(self.log_dir) / "metrics.csv"
+            if not path.is_file():
+                return
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                fields, rows = reader.fieldnames or [], list(reader)
+            kept = [r for r in rows if not r.get("step") or float(r["step"]) < step]
+            if len(kept) == len(rows):
+                return
+            tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(tmp, path)
+
+    return AppendingCSVLogger(save_dir=save_dir, name=name, version=version, **kwargs)

@@ -96,6 +96,8 @@ def run_command(config_name: str, task: Callable[..., Any], overrides: list[str]
             else:
                 traceback.print_exc()
                 message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            if getattr(err, "job_status", None) == "interrupted":
+                return sweep.FailedJob(message, status="interrupted", exit_code=err.exit_code)
             return sweep.FailedJob(message)  # a failed trial for Optuna; Hydra's basic sweeper goes on
 
     if wants_multirun(overrides):

@@ -86,9 +86,11 @@ class FailedJob:
     number) and Hydra's basic sweeper goes on, as it would after a None."""
 
     message: str
+    status: str = "failed"  # "interrupted": stopped by SIGTERM/SIGINT with a resumable checkpoint
+    exit_code: int = 1
 
     def __str__(self) -> str:
-        return f"job failed: {self.message}"
+        return f"job {self.status}: {self.message}"
 
 
 # --- the summary ---------------------------------------------------------------------------------------
@@ -134,6 +136,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
             "jobs": len(rows),
             "completed": sum(r["status"] == "completed" for r in rows),
             "failed": sum(r["status"] == "failed" for r in rows),
+            "interrupted": sum(r["status"] == "interrupted" for r in rows),
             "rows": rows,
         }
         _atomic_write(sweep_dir / SUMMARY_JSON, json.dumps(payload, indent=2, default=str) + "\n")
@@ -229,13 +232,16 @@ class SweepSummary(Callback):
         else:
             value = job_return.return_value
             error = value.message if isinstance(value, FailedJob) else None
-        status = "failed" if error else "completed"
+        status = value.status if isinstance(value, FailedJob) else "failed" if error else "completed"
         duration = time.monotonic() - self._started if self._started is not None else None
         row = job_row(config, status, None if error else value, error, duration)
         run_dir = Path(row["run_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / JOB_STATUS).write_text(json.dumps(row, indent=2, default=str) + "\n")
         write_summary(Path(str(config.hydra.sweep.dir)))
+        if status == "interrupted":
+            # SIGTERM/SIGINT asked the whole sweep to stop (a scheduler's pre-emption): no further job starts
+            raise SystemExit(value.exit_code)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
