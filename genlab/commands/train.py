@@ -90,6 +90,13 @@ def slurm_restart() -> bool:
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
+def ddp_child() -> bool:
+    """True in a DDP rank other than 0 (Lightning re-runs the command for them into rank 0's folder)."""
+    import os
+
+    return any(os.environ.get(name, "0") not in ("", "0") for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
 def checkpoint_to_resume(cfg, output_dir: Path) -> Path | None:
     """The checkpoint this run resumes from: `resume=<run folder>` (its latest checkpoint),
     `ckpt_path=last` (the latest one in this run's own folder), `ckpt_path=<file>`, a requeued SLURM job's
@@ -350,7 +357,7 @@ def main(overrides: list[str]) -> None:
 
         latest_checkpoint(Path(resume), f"resume={resume}")  # a clear error before Hydra creates the folder
         overrides.append(f"hydra.run.dir={resume}")
-    elif run_dir and "${" not in run_dir and not resume and not slurm_restart():
+    elif run_dir and "${" not in run_dir and not resume and not slurm_restart() and not ddp_child():
         ckpt = next((o.split("=", 1)[1] for o in overrides if o.startswith("ckpt_path=")), None)
         folder = Path(run_dir).expanduser().resolve()
         inside = ckpt == "last" or (ckpt and folder in Path(ckpt).expanduser().resolve().parents)
