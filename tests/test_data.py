@@ -194,11 +194,20 @@ def test_corrupt_image_names_the_file(tmp_path):
     (tmp_path / "train" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataError, match="broken.png"):
         ImageFolderDataModule(root=str(tmp_path), num_workers=0)
+    with pytest.raises(DataError, match="broken.png"):  # with a size given, setup's header pass finds it
+        ImageFolderDataModule(root=str(tmp_path), image_size=16, num_workers=0).setup("fit")
+    # a truncated file has a valid header: it is named when it is decoded
+    import numpy as np
+
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "train" / "red" / "broken.png")
+    data = (tmp_path / "train" / "red" / "broken.png").read_bytes()
+    (tmp_path / "train" / "red" / "broken.png").write_bytes(data[: len(data) // 2])
     dm = ImageFolderDataModule(root=str(tmp_path), image_size=16, num_workers=0)
     dm.setup("fit")
-    index = dm.train_set.dataset.files.index(tmp_path / "train" / "red" / "broken.png")
+    files = dm.train_set.dataset.files
     with pytest.raises(DataError, match="broken.png"):
-        dm.train_set.dataset[index]
+        dm.train_set.dataset[files.index(tmp_path / "train" / "red" / "broken.png")]
 
 
 def test_train_limit_works_for_every_data_module(tmp_path):

@@ -136,6 +136,7 @@ class ImageFolderDataModule(GenlabDataModule):
         super().__init__(image_size=image_size, channels=channels, **kwargs)
         self.test_fraction = test_fraction
         self._files: dict[str, list[Path]] | None = None
+        self._sizes: Counter | None = None  # (width, height) -> count, from one pass over the headers
         if self.image_size is None:
             self.image_size = self.native_size()
         self.names: list[str] | None = None  # the class folders, known after setup()
@@ -226,7 +227,7 @@ class ImageFolderDataModule(GenlabDataModule):
         """The size every image shares, when it is square and the conv nets take it; else a DataError."""
         from genlab.nets.conv import conv_plan
 
-        sizes = image_sizes([p for group in self.files().values() for p in group])
+        sizes = self.sizes()
         if len(sizes) == 1:
             ((width, height),) = sizes
             if width == height:
@@ -262,9 +263,17 @@ class ImageFolderDataModule(GenlabDataModule):
             self.names = sorted(set(self.class_names(self.files()).values()))
         return list(self.names)
 
+    def sizes(self) -> Counter:
+        """Image sizes from the file headers; the pass also names any file that is not a readable image
+        before training starts (not later, inside a data-loader worker)."""
+        if self._sizes is None:
+            self._sizes = image_sizes([p for group in self.files().values() for p in group])
+        return self._sizes
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        self.sizes()
         files = self.files()
         names = self.class_names(files)
         classes = sorted(set(names.values()))
