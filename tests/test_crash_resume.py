@@ -332,3 +332,35 @@ def test_twenty_epoch_run_last_checkpoint_is_epoch_twenty(tmp_path):
     assert read_metrics(run)["status"] == "completed"
     best = [p.name for p in (run / "checkpoints").glob("best_*.ckpt")]
     assert best == ["best_epoch000.ckpt"]
+
+
+def test_an_interrupted_sweep_job_is_recorded_as_interrupted_and_stops_the_sweep(tmp_path):
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from genlab.runtime.sweep import SUMMARY_JSON, FailedJob, SweepSummary
+
+    config = OmegaConf.create(
+        {
+            "optimized_metric": None,
+            "hydra": {
+                "mode": RunMode.MULTIRUN,
+                "runtime": {"output_dir": str(tmp_path / "0")},
+                "overrides": {"task": ["model.optimizer.lr=1e-3"]},
+                "job": {"num": 0},
+                "sweep": {"dir": str(tmp_path)},
+            },
+        }
+    )
+    summary = SweepSummary()
+    summary.on_job_start(config)
+    job = JobReturn(status=JobStatus.COMPLETED)
+    job.return_value = FailedJob("training interrupted by SIGTERM", status="interrupted", exit_code=143)
+    with pytest.raises(SystemExit) as stop:  # no further job of the sweep starts
+        summary.on_job_end(config, job)
+    assert stop.value.code == 143
+    written = json.loads((tmp_path / SUMMARY_JSON).read_text())
+    assert written["interrupted"] == 1 and written["failed"] == 0
+    assert written["rows"][0]["status"] == "interrupted"
+    assert "SIGTERM" in written["rows"][0]["error"]
