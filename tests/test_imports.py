@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.runtime",),
     ("genlab.callbacks", "genlab.report", "genlab.study", "genlab.anomaly", "genlab.loggers"),
     ("genlab.models", "genlab.metrics", "genlab.data", "genlab.latent", "genlab.console"),
-    ("genlab.nets", "genlab.losses", "genlab.errors", "genlab"),
+    ("genlab.nets", "genlab.losses", "genlab.errors", "genlab.plain", "genlab"),
 ]
 # Within a layer: the training procedure gets what it needs through its config and its callbacks, so a
 # model never reaches into the metrics, the data modules or the callbacks.
@@ -36,8 +36,9 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def owner(module: str, groups: tuple[str, ...]) -> str | None:
-    """The longest group name `module` belongs to (genlab.runtime.x is in genlab.runtime, not genlab)."""
-    found = [g for g in groups if module == g or module.startswith(g + ".")]
+    """The longest group name `module` belongs to (genlab.runtime.x is in genlab.runtime). The package root
+    `genlab` holds only genlab/__init__.py: a new top-level module must be placed in LAYERS."""
+    found = [g for g in groups if module == g or (g != "genlab" and module.startswith(g + "."))]
     return max(found, key=len, default=None)
 
 
