@@ -212,6 +212,15 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("augment-seeds", ["augment", "seeds=0", "hydra.run.dir={run}"], ["seeds=0"]),
     ("augment-variant", ["augment", "variants=[real,bogus]", "hydra.run.dir={run}"], ["bogus", "real+synth"]),
     ("augment-misspelt-key", ["augment", "step=3", "hydra.run.dir={run}"], ["step=3", "steps"]),
+    # study
+    ("study-budget", ["study", "study.budget=steps", "study.dir={run}"], ["study.budget='steps'", "epochs"]),
+    ("study-no-seeds", ["study", "study.seeds=[]", "study.dir={run}"], ["study.seeds=[]"]),
+    ("study-repeated-seed", ["study", "study.seeds=[1,1]", "study.dir={run}"], ["[1, 1]", "repeats"]),
+    ("study-epochs", ["study", "study.epochs=0", "study.dir={run}"], ["study.epochs=0", "positive"]),
+    ("study-family", ["study", "study.families=[vae,bert]", "study.dir={run}"], ["'bert'", "vaegan"]),
+    ("study-points", ["study", "data=ring", "study.dir={run}"], ["2-D points", "study=quick"]),
+    ("study-misspelt-key", ["study", "study.seed=[0]", "study.dir={run}"], ["study.seed", "study.seeds"]),
+    ("study-unknown-preset", ["study", "study=imagenet", "study.dir={run}"], ["study='imagenet'", "mnist"]),
 ]
 
 # cases whose error comes from the machine, not from the input, on a machine with a GPU

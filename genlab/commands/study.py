@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genlab.errors import ConfigError
 from genlab.runtime.launch import run_command
 
 
@@ -143,12 +142,7 @@ def study(cfg) -> Path:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    check_study(cfg.study)
-    if cfg.data.get("image_size") is None:
-        raise ConfigError(
-            f"data={cfg.data.get('name')!r} holds 2-D points; a study measures images (FID, sharpness, "
-            "interpolations). Use an image data set, e.g. study=quick (digits) or study=mnist."
-        )
+    check_study(cfg.study)  # also checked before the command starts (genlab.runtime.checks)
     families = study_families(cfg.study.families)
     study_dir = Path(str(cfg.study.dir))
     study_dir.mkdir(parents=True, exist_ok=True)

@@ -471,7 +471,22 @@ def check_augment_config(cfg) -> None:
     check_data(cfg.get("data"))
 
 
+def check_study_config(cfg) -> None:
+    """The study's families, seeds and budget, and image data (a study measures images)."""
+    from genlab.study.plan import check_study, study_families
+
+    check_study(cfg.study)
+    study_families(cfg.study.families)
+    if cfg.data.get("image_size") is None:
+        raise ConfigError(
+            f"data={cfg.data.get('name') or cfg.data.get('_target_')!r} holds 2-D points; a study measures "
+            "images (FID, sharpness, interpolations). Use an image data set, e.g. study=quick (digits) or "
+            "study=mnist."
+        )
+
+
 COMMAND_CHECKS = {
+    "study": check_study_config,
     "synth": check_synth_config,
     "augment": check_augment_config,
     "train": check_train_config,
