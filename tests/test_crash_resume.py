@@ -100,7 +100,7 @@ def test_last_checkpoint_is_the_final_epoch_even_when_the_monitored_loss_got_wor
     assert written == [4, 8, 12, 16]  # the end of every epoch
     last = torch.load(tmp_path / "genlab" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 3 and last["global_step"] == 16
-    assert sorted(p.name for p in (tmp_path / "genlab").iterdir()) == ["best_epoch000.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "genlab").iterdir()) == ["best_epoch001.ckpt", "last.ckpt"]
 
 
 def test_checkpoint_cadence_every_n_epochs_and_every_n_train_steps(tmp_path):
@@ -331,7 +331,7 @@ def test_twenty_epoch_run_last_checkpoint_is_epoch_twenty(tmp_path):
     assert last["epoch"] == 19 and last["global_step"] == 20  # epoch 20 of 20 (0-based 19)
     assert read_metrics(run)["status"] == "completed"
     best = [p.name for p in (run / "checkpoints").glob("best_*.ckpt")]
-    assert best == ["best_epoch000.ckpt"]
+    assert best == ["best_epoch001.ckpt"]  # 1-based, as the console
 
 
 def test_an_interrupted_sweep_job_is_recorded_as_interrupted_and_stops_the_sweep(tmp_path):

@@ -33,7 +33,7 @@ def test_ddp_two_cpu_processes_one_output_folder(tmp_path):
     assert math.isfinite(metrics["metrics"]["val/recon_mse"]) and math.isfinite(
         metrics["metrics"]["test/loss"]
     )
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best_epoch000.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best_epoch001.ckpt", "last.ckpt"]
     assert len(list((run / "samples").glob("*.png"))) == 2
     assert proc.stdout.count("run folder ") == 1  # the start block: rank 0 only
     assert proc.stdout.count("epoch 1/1 batch 2 |") == 1  # progress lines: rank 0 only

@@ -100,6 +100,14 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_every_n_train_steps = int(every_n_train_steps or 0)
         self._last_written_step = -1
 
+    def format_checkpoint_name(self, metrics: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> str:
+        """File names count epochs from 1, as the console, the sample grids and metrics.json do
+        (`best_epoch001.ckpt` is the checkpoint after the first epoch); the file's own `epoch` field
+        keeps Lightning's 0-based count, which resuming relies on."""
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": int(metrics["epoch"]) + 1}
+        return super().format_checkpoint_name(metrics, *args, **kwargs)
+
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)
         if self.save_last:
