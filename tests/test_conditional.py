@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
+from genlab.callbacks.samples import upscale_factor
 from genlab.errors import ConfigError
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
@@ -144,8 +145,9 @@ def test_sample_per_class_grid_has_one_row_per_class(cvae_smoke_run, tmp_path):
     assert labels.tolist() == [c for c in range(10) for _ in range(3)]
     assert torch.load(tmp_path / "samples.pt", weights_only=True).shape == (30, 1, 16, 16)
     with Image.open(tmp_path / "samples.png") as grid:
-        assert grid.height == 10 * (16 + 2) + 2  # ten rows of 16-px tiles, torchvision's 2-px padding
-        assert grid.width > 3 * (16 + 2) + 2  # three columns plus the class-name margin
+        tile = 16 * upscale_factor(16, 3)  # 16-px images enlarged for reading (callbacks/samples.py)
+        assert grid.height == 10 * (tile + 2) + 2  # ten rows of tiles, torchvision's 2-px padding
+        assert grid.width > 3 * (tile + 2) + 2  # three columns plus the class-name margin
 
     with pytest.raises(ConfigError, match=r"valid labels are 0\.\.9"):
         sample(compose_command("sample", tmp_path / "bad", [ckpt, "label=10", "device=cpu"]))
@@ -167,9 +169,11 @@ def test_interpolate_holds_the_class_or_the_style(cvae_smoke_run, tmp_path):
         overrides = [ckpt, f"hold={hold}", "pairs=2", "steps=5", "paths_between=lerp", "device=cpu"]
         interpolate(compose_command("interpolate", tmp_path / hold, overrides))
     with Image.open(tmp_path / "class" / "interpolation_lerp.png") as grid:
-        assert grid.size == ((5 + 2) * 18 + 2, 2 * 18 + 2)  # start image, 5 steps, end image
+        tile = 16 * upscale_factor(16, 5 + 2) + 2  # enlarged 16-px images plus padding
+        assert grid.size == ((5 + 2) * tile + 2, 2 * tile + 2)  # start image, 5 steps, end image
     with Image.open(tmp_path / "style" / "interpolation_classes.png") as grid:
-        assert grid.size == ((1 + 10) * 18 + 2, 2 * 18 + 2)  # start image, then one column per class
+        tile = 16 * upscale_factor(16, 1 + 10) + 2
+        assert grid.size == ((1 + 10) * tile + 2, 2 * tile + 2)  # start image, then one column per class
 
 
 @pytest.mark.slow
