@@ -157,7 +157,12 @@ def test_collapsed_generator_gets_class_coverage_one(digits_setup):
     varied = evaluate_model(ReplayGenerator(train_images), datamodule, backbone, settings, cache)
     assert varied.generation.class_coverage.classes_hit >= 9
     assert varied.generation.class_coverage.kl_from_uniform < 0.2
-    assert varied.generation.class_coverage.confident_fraction > 0.9  # real digits are recognisable
+    # real digits are recognisable: most get p >= 0.9 even from this fixture's 150-step classifier (the
+    # default 600-step one gives 0.97, benchmarks/results/quickstart.md); uniform noise gets far fewer
+    assert varied.generation.class_coverage.confident_fraction > 0.6
+    noise = ReplayGenerator(torch.rand_like(train_images))
+    noisy = evaluate_model(noise, datamodule, backbone, settings, cache).generation.class_coverage
+    assert noisy.confident_fraction < varied.generation.class_coverage.confident_fraction - 0.3
     assert varied.generation.fid < collapsed.generation.fid
     assert varied.generation.recall > collapsed.generation.recall
 

@@ -363,7 +363,8 @@ def latent_smoothness(
     if not (settings.ppl_pairs or settings.dead_zone_paths):
         return None, None
     if not callable(getattr(model, "decode", None)) or not getattr(model, "latent_dim", None):
-        notes["latent_smoothness"] = f"not computed: the {model.family} family has no decode(z) from a latent"
+        family = getattr(model, "family", "given")
+        notes["latent_smoothness"] = f"not computed: the {family} model has no decode(z) from a latent"
         return None, None
     device = getattr(model, "device", torch.device("cpu"))
     was_training = model.training

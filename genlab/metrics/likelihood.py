@@ -63,7 +63,7 @@ def likelihood_kind(model, iwae_k: int) -> str | None:
         return None
     if callable(getattr(model, "bits_per_dim", None)):
         return getattr(model, "bpd_bound", "bound")
-    if model.family == "vae" and iwae_k > 0:
+    if getattr(model, "family", None) == "vae" and iwae_k > 0:
         return f"iwae-{iwae_k}"
     return None
 
