@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from genlab.callbacks.samples import upscale_factor
 from genlab.commands._checkpoint import load_checkpoint_run, require_encoder
 from genlab.errors import CheckpointError, ConfigError
 from genlab.latent import interpolation_path, lerp, slerp
@@ -22,8 +23,10 @@ SIZE = 16  # digits, the smoke runs' data
 PAD = 2  # torchvision grid padding
 
 
-def grid_size(rows: int, cols: int, tile: int = SIZE) -> tuple[int, int]:
-    """(width, height) in pixels of a torchvision grid of `rows` x `cols` tiles."""
+def grid_size(rows: int, cols: int, tile: int = SIZE, enlarged: bool = True) -> tuple[int, int]:
+    """(width, height) in pixels of a torchvision grid of `rows` x `cols` tiles, the tiles enlarged for
+    reading like every grid genlab writes (callbacks/samples.py upscale_factor)."""
+    tile = tile * upscale_factor(tile, cols) if enlarged else tile
     return cols * (tile + PAD) + PAD, rows * (tile + PAD) + PAD
 
 
@@ -87,7 +90,9 @@ def test_sample_reconstruct_interpolate_write_images_of_the_expected_size(vae_sm
 
     run_genlab("reconstruct", ckpt, "n=6", "per_row=3", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     # 6 originals and 6 reconstructions, 3 a row: 4 rows
-    assert Image.open(tmp_path / "r" / "reconstructions.png").size == grid_size(rows=4, cols=3)
+    width, height = Image.open(tmp_path / "r" / "reconstructions.png").size
+    grid_width, grid_height = grid_size(rows=4, cols=3)
+    assert height == grid_height and width > grid_width  # plus the original / reconstruction captions
     check_interpolation(ckpt, tmp_path / "i")
 
 
@@ -103,7 +108,8 @@ def check_interpolation(ckpt: str, out: Path) -> None:
         assert Image.open(out / f"interpolation_{method}.png").size == grid_size(rows=3, cols=7)
         gif = Image.open(out / f"interpolation_{method}.gif")
         # frames: the 3 rows' images at one step, 2 x 2 tiles, enlarged 4x (to 64 px tiles)
-        assert gif.n_frames >= 2 and gif.size == tuple(4 * side for side in grid_size(rows=2, cols=2))
+        frame = grid_size(rows=2, cols=2, enlarged=False)
+        assert gif.n_frames >= 2 and gif.size == tuple(4 * side for side in frame)
         assert f"wrote {out / f'interpolation_{method}.gif'}" in proc.stdout
 
 
