@@ -119,26 +119,13 @@ def training_curves(runs: list[dict[str, Any]], families: list[str], folder: Pat
     return figures
 
 
-def upscaled(source: Path, target: Path, tile: int) -> Path:
-    """A copy of a grid PNG enlarged with nearest neighbour so each `tile`-px image is >= MIN_TILE_PX."""
-    from PIL import Image
-
-    factor = max(1, math.ceil(MIN_TILE_PX / max(tile, 1)))
-    with Image.open(source) as image:
-        image.resize((image.width * factor, image.height * factor), Image.NEAREST).save(target)
-    return target
-
-
 def save_upscaled_grid(images, path: Path, nrow: int, tile: int) -> Path:
-    """Images in [0, 1] (n, C, H, W) as one PNG grid, upscaled for reading."""
-    from torchvision.utils import make_grid, save_image
+    """Images in [0, 1] (n, C, H, W) as one PNG grid whose `tile`-px images are enlarged (nearest
+    neighbour) to at least MIN_TILE_PX: genlab's grid writer asked for the width that gives."""
+    from genlab.callbacks.samples import PADDING, save_grid
 
     factor = max(1, math.ceil(MIN_TILE_PX / max(tile, 1)))
-    grid = make_grid(images.float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    grid = grid.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
-    return path
+    return save_grid(images, path, nrow=nrow, min_width=nrow * tile * factor + PADDING * (nrow + 1))
 
 
 def write_csv(runs: list[dict[str, Any]], path: Path) -> Path:
