@@ -269,8 +269,8 @@ def evaluate_model(
     if getattr(datamodule, "kind", "image") != "image":
         raise ConfigError(
             f"data={datamodule.name!r} holds 2-D points: FID/KID/IS need images. Mixtures are scored "
-            "with mode "
-            "coverage (genlab.metrics.mode_coverage)."
+            "by mode coverage: `genlab eval ckpt=<run>` does that for ring/grid runs "
+            "(genlab.metrics.mode_coverage.evaluate_points)."
         )
     for name in ("n_real", "n_fake"):
         if getattr(settings, name) < settings.pr_k + 2:

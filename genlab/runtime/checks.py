@@ -481,7 +481,8 @@ def check_study_config(cfg) -> None:
         raise ConfigError(
             f"data={cfg.data.get('name') or cfg.data.get('_target_')!r} holds 2-D points; a study measures "
             "images (FID, sharpness, interpolations). Use an image data set, e.g. study=quick (digits) or "
-            "study=mnist."
+            "study=mnist; score mixture runs (model=gan|flow data=ring|grid) by mode coverage with "
+            "`genlab eval ckpt=<run>/checkpoints/last.ckpt`."
         )
 
 
