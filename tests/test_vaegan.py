@@ -140,3 +140,32 @@ def test_trainer_gradient_clipping_is_a_readable_error():
     trainer = pl.Trainer(accelerator="cpu", gradient_clip_val=1.0, logger=False, enable_progress_bar=False)
     with pytest.raises(ConfigError, match="gradient_clip_val=1.0 does not apply to the VAE-GAN"):
         trainer.fit(VAEGAN(width=8, disc_width=8), datamodule=DigitsDataModule(batch_size=32))
+
+
+def test_decoder_ema_is_trained_checkpointed_and_used_for_samples(tmp_path):
+    from genlab.models.loading import load_model
+
+    pl.seed_everything(0, verbose=False)
+    model = VAEGAN(width=8, disc_width=8, latent_dim=4, margin=None, ema=True, ema_decay=0.9)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    assert model.dec_steps == 3
+    ema, live = model.decoder_ema.state_dict(), model.decoder.state_dict()
+    assert any(not torch.equal(ema[k], live[k]) for k in ema)  # the average lags the trained weights
+    model.eval()
+    z = torch.randn(5, 4)
+    assert torch.equal(model.decode(z), torch.sigmoid(model.decoder_ema(z)))
+    assert not torch.equal(model.decode(z), model.train_decode(z))
+    trainer.save_checkpoint(tmp_path / "vaegan.ckpt")
+    loaded = load_model(tmp_path / "vaegan.ckpt")
+    assert loaded.hparams.ema and loaded.dec_steps == 3
+    assert torch.equal(loaded.decode(z), model.decode(z))

@@ -22,6 +22,9 @@ learned similarity metric is the same for every class.
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +62,8 @@ class VAEGAN(GaussianEncoderDecoder):
         gan_loss: str = "ns",
         equilibrium: float = 0.68,
         margin: float | None = 0.4,
+        ema: bool = False,
+        ema_decay: float = 0.999,
         conditional: bool = False,
         num_classes: int | None = None,
         optimizer: OptimizerFactory | None = None,
@@ -86,10 +91,13 @@ class VAEGAN(GaussianEncoderDecoder):
             raise ConfigError(
                 f"model.margin={margin!r} must be positive, or null to always update every network."
             )
+        if not 0.0 <= ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay={ema_decay!r} must lie in [0, 1), e.g. 0.999.")
         self.save_hyperparameters(ignore=["optimizer", "optimizer_d"])
         self.setup_conditioning(conditional, num_classes)
         self.automatic_optimization = False
         self.optimizer_d_factory = optimizer_d
+        self.dec_steps = 0  # decoder updates so far (the EMA warm-up clock); saved with checkpoints
         self.latent_dim = latent_dim
         n_cond = self.num_classes or 0  # one-hot label channels / units (0 when unconditional)
         self.encoder = ConvEncoder(image_size, channels + n_cond, 2 * latent_dim, width)
@@ -107,9 +115,32 @@ class VAEGAN(GaussianEncoderDecoder):
         self.feature_index = feature_layer % n_blocks
         dcgan_init(self.decoder)
         dcgan_init(self.discriminator)
+        # samples and reconstructions from an EMA of the decoder's weights, as for the GAN's generator
+        # (Karras et al. 2018; Yazıcı et al. 2019); training always runs the trained decoder
+        self.decoder_ema = copy.deepcopy(self.decoder).requires_grad_(False) if ema else None
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[gan_loss]
 
     # -- what a user does with a trained model (encode, decode, reconstruct, sample: GaussianEncoderDecoder)
+    def decode(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor:
+        """Latents (and labels, when conditional) -> images in [0, 1], from the EMA decoder when on."""
+        decoder = self.decoder_ema if self.decoder_ema is not None else self.decoder
+        return torch.sigmoid(decoder(self.decoder_input(z, labels)))
+
+    def train_decode(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor:
+        """The trained decoder (never the EMA copy): what the losses see."""
+        return torch.sigmoid(self.decoder(self.decoder_input(z, labels)))
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """EMA of the decoder's weights with the GAN's warm-up min(decay, (1+t)/(10+t))."""
+        if self.decoder_ema is None:
+            return
+        decay = min(self.hparams.ema_decay, (1 + self.dec_steps) / (10 + self.dec_steps))
+        for ema_p, p in zip(self.decoder_ema.parameters(), self.decoder.parameters(), strict=True):
+            ema_p.lerp_(p, 1 - decay)
+        for ema_b, b in zip(self.decoder_ema.buffers(), self.decoder.buffers(), strict=True):
+            ema_b.copy_(b)  # batch-norm statistics follow the trained decoder
+
     def layer_features(self, x: torch.Tensor) -> torch.Tensor:
         """Dis_l(x): the discriminator's activations at the feature layer l."""
         return self.discriminator.features(x)[self.feature_index]
@@ -174,8 +205,8 @@ class VAEGAN(GaussianEncoderDecoder):
         y3 = torch.cat([y, y, y]) if y is not None else None  # labels of real, reconstructed and prior images
         n = len(x)
         mu, logvar = self.encode(x, y)
-        x_recon = self.decode(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), y)
-        x_prior = self.decode(torch.randn_like(mu), y)
+        x_recon = self.train_decode(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), y)
+        x_prior = self.train_decode(torch.randn_like(mu), y)
         # One discriminator pass over real, reconstructed and prior images, so batch-norm statistics are
         # shared and Dis_l(x) and Dis_l(x̃) are measured on the same scale.
         feats = self.disc_features(torch.cat([x, x_recon, x_prior]), y3)
@@ -202,6 +233,8 @@ class VAEGAN(GaussianEncoderDecoder):
         opt_enc.step()
         if update_dec:
             opt_dec.step()
+            self.dec_steps += 1
+            self.update_ema()
 
         # Discriminator: L_GAN on real vs. reconstructed and prior images (both count as fakes, sec. 2).
         fakes = torch.cat([x_recon, x_prior]).detach()
@@ -251,6 +284,14 @@ class VAEGAN(GaussianEncoderDecoder):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["genlab"]["dec_steps"] = self.dec_steps
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.dec_steps = int((checkpoint.get("genlab") or {}).get("dec_steps", 0))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [
