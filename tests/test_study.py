@@ -179,3 +179,29 @@ def test_study_survives_a_failed_family(tmp_path):
         ("gan", "1"): "failed",
     }
     assert Path(study_dir / "report.html").stat().st_size > 10_000
+
+
+def test_stopping_a_study_stops_its_training_sweep(tmp_path):
+    """SIGTERM to the study (a scheduler's stop, Ctrl-C) must not leave its training sweep running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "sweep.pid"
+    sweep = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    study = (
+        "import os, sys\n"
+        "from genlab.study.plan import run_sweep\n"
+        f"run_sweep([sys.executable, '-c', {sweep!r}], dict(os.environ))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", study])
+    deadline = time.monotonic() + 60
+    while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pidfile.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # stopped and reaped by the study, not orphaned
+        os.kill(child, 0)

@@ -137,6 +137,39 @@ def sweep_command(
     return [sys.executable, "-m", "genlab", "train", *overrides]
 
 
+def run_sweep(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run one training sweep to its end. When the study itself is stopped (Ctrl-C, SIGTERM from a scheduler)
+    the sweep is stopped too, so no training goes on without its study: the sweep's jobs save a resumable
+    last.ckpt on the signal, and the next `genlab study` retrains what did not complete."""
+    import signal
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop(signum, frame):  # a SIGTERM to the study becomes an exception that stops the sweep below
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading_main() else None
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def run_pending(study, jobs: list[StudyJob], data_overrides: list[str], log=print) -> list[StudyJob]:
     """Train every pending job (and failed ones with study.retry_failed), one sweep per family and role.
     A job interrupted half-way leaves a partial folder: it is removed and the job trained from scratch.
@@ -155,7 +188,7 @@ def run_pending(study, jobs: list[StudyJob], data_overrides: list[str], log=prin
         command = sweep_command(study, family, role, [j.seed for j in todo], sweep_dir, data_overrides)
         log(f"study: training {family} ({role}) seeds {', '.join(str(j.seed) for j in todo)}")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        proc = run_sweep(command, env)
         (sweep_dir / "study_sweep.log").parent.mkdir(parents=True, exist_ok=True)
         (sweep_dir / "study_sweep.log").write_text(
             f"$ {' '.join(command)}\n\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
