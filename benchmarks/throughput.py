@@ -13,8 +13,12 @@ How it is measured:
   update order, same n_critic), nothing else;
 - the clock runs from the start of batch `warmup` to the end of the last batch (Lightning: callback hooks;
   hand loop: the same points), so start-up, compile-free warm-up and teardown are excluded;
-- interleaved rounds A/B, B/A, ... in one process per family, same model (the weights keep training, which
-  does not change the cost of a step); the reported ratio is the median of the per-round ratios;
+- interleaved rounds A/B, B/A, ... in one process per family, same model; both sides of a round start from
+  the same weights, fresh optimizers and the same random seed, so they do the same work step for step (the
+  VAE-GAN's equilibrium gates skip the same updates on both sides); the reported ratio is the median of the
+  per-round ratios, with min–max and the 1-minute load average during the rounds;
+- images per wall second and per CPU second (this process): on a loaded machine the wall clock also counts
+  waiting for a core, the CPU clock only the work done;
 - peak memory: each side once more in its own fresh process (`python -m benchmarks.throughput --worker`):
   the kernel's peak resident set size (VmHWM, reset through /proc/self/clear_refs just before training, so
   set-up peaks such as reading MNIST do not mask it) of the whole process (Python, torch, Lightning, data,
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -92,26 +97,34 @@ def make_loader(images, labels, batch_size: int):
 
 
 class Window:
-    """Perf-counter window from the start of batch `warmup` to the end of the last batch."""
+    """Perf-counter and CPU-time window from the start of batch `warmup` to the end of the last batch. CPU
+    time (this process, all threads) is what a step costs; wall time also counts waiting for a core, which
+    on a loaded machine is mostly other people's work."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.start, self.end, self.batches = warmup, None, None, 0
+        self.cpu_start, self.cpu_end = None, None
 
     def batch_start(self, index: int) -> None:
         if index == self.warmup:
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def batch_end(self, index: int) -> None:
-        self.end = time.perf_counter()
+        self.end, self.cpu_end = time.perf_counter(), time.process_time()
         self.batches = index - self.warmup + 1
 
     def images_per_second(self, batch_size: int) -> float:
         return self.batches * batch_size / (self.end - self.start)
 
+    def speeds(self, batch_size: int) -> dict[str, float]:
+        """Images per wall second and per CPU second."""
+        images = self.batches * batch_size
+        return {"wall": images / (self.end - self.start), "cpu": images / (self.cpu_end - self.cpu_start)}
+
 
 # -- genlab side ---------------------------------------------------------------------------------------
-def genlab_epoch(model, loader, cfg, warmup: int) -> float:
-    """One epoch of `pl.Trainer.fit` on the genlab model; images/second inside the window."""
+def genlab_epoch(model, loader, cfg, warmup: int) -> dict[str, float]:
+    """One epoch of `pl.Trainer.fit` on the genlab model; images per wall and CPU second in the window."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -138,11 +151,11 @@ def genlab_epoch(model, loader, cfg, warmup: int) -> float:
         callbacks=[DivergenceGuard(), Clock()],  # the clock last: it sees the guard's per-step sync
     )
     trainer.fit(model, train_dataloaders=loader)
-    return window.images_per_second(loader.batch_size)
+    return window.speeds(loader.batch_size)
 
 
 # -- hand-written side: each family's training_step maths in plain PyTorch -----------------------------
-def hand_vae(model, loader, optimizers, warmup: int) -> float:
+def hand_vae(model, loader, optimizers, warmup: int) -> dict[str, float]:
     """genlab.models.vae.VAE.training_step: ELBO with β·KL (no warm-up), one Adam step."""
     import torch
     import torch.nn.functional as F
@@ -166,12 +179,13 @@ def hand_vae(model, loader, optimizers, warmup: int) -> float:
         loss.backward()
         opt.step()
         window.batch_end(i)
-    return window.images_per_second(loader.batch_size)
+    return window.speeds(loader.batch_size)
 
 
-def hand_gan(model, loader, optimizers, warmup: int) -> float:
-    """genlab.models.gan.GAN.training_step (images, tanh output): D step on real vs fresh fakes, then a G
-    step every n_critic batches; non-saturating or hinge loss."""
+def hand_gan(model, loader, optimizers, warmup: int) -> dict[str, float]:
+    """genlab.models.gan.GAN.training_step (images, tanh output): one G pass per batch, D step on real vs
+    those fakes (detached), then a G step on the same fakes every n_critic batches (the DCGAN reference
+    loop's order); non-saturating or hinge loss."""
     import torch
     import torch.nn.functional as F
 
@@ -189,9 +203,10 @@ def hand_gan(model, loader, optimizers, warmup: int) -> float:
         window.batch_start(i)
         real = x * 2 - 1
         n = len(real)
-        with torch.no_grad():
+        g_step = (i + 1) % hp.n_critic == 0
+        with torch.set_grad_enabled(g_step):
             fake = to_model(G(torch.randn(n, latent)))
-        d_real, d_fake = D(real), D(fake)
+        d_real, d_fake = D(real), D(fake.detach())
         if hp.loss == "ns":
             loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         else:
@@ -199,20 +214,21 @@ def hand_gan(model, loader, optimizers, warmup: int) -> float:
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        if (i + 1) % hp.n_critic == 0:
-            d_out = D(to_model(G(torch.randn(n, latent))))
+        if g_step:
+            d_out = D(fake)
             loss_g = F.softplus(-d_out).mean() if hp.loss == "ns" else -d_out.mean()
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
         window.batch_end(i)
-    return window.images_per_second(loader.batch_size)
+    return window.speeds(loader.batch_size)
 
 
-def hand_vaegan(model, loader, optimizers, warmup: int) -> float:
+def hand_vaegan(model, loader, optimizers, warmup: int) -> dict[str, float]:
     """genlab.models.vaegan.VAEGAN.training_step (Larsen et al. 2016, Algorithm 1): encoder by KL +
     feature NLL, decoder by γ·feature NLL + GAN loss, discriminator by the GAN loss on real vs
-    reconstructed and prior images, with the authors' equilibrium gating when model.margin is set."""
+    reconstructed and prior images, all three gradients from one discriminator pass, with the authors'
+    equilibrium gating when model.margin is set."""
     import math
 
     import torch
@@ -251,26 +267,26 @@ def hand_vaegan(model, loader, optimizers, warmup: int) -> float:
         update_dec, update_disc = gates(
             F.softplus(-logits[:n]).mean().item(), F.softplus(logits[n:]).mean().item()
         )
+        loss_gan_d = F.softplus(-logits[:n]).mean() + F.softplus(logits[n:]).mean()  # same pass
         enc_params, dec_params = list(enc.parameters()), list(dec.parameters())
         opt_enc.zero_grad(set_to_none=True)
         opt_dec.zero_grad(set_to_none=True)
         (hp.kl_weight * loss_kl + loss_feature).backward(inputs=enc_params, retain_graph=True)
         if update_dec:
-            (hp.gamma * loss_feature + loss_gan_g).backward(inputs=dec_params)
+            (hp.gamma * loss_feature + loss_gan_g).backward(inputs=dec_params, retain_graph=update_disc)
+        if update_disc:
+            opt_disc.zero_grad(set_to_none=True)
+            loss_gan_d.backward(inputs=list(disc.parameters()))
         opt_enc.step()
         if update_dec:
             opt_dec.step()
-        d_logits = disc(torch.cat([x, torch.cat([x_recon, x_prior]).detach()])).flatten()
-        loss_gan_d = F.softplus(-d_logits[:n]).mean() + F.softplus(d_logits[n:]).mean()
         if update_disc:
-            opt_disc.zero_grad(set_to_none=True)
-            loss_gan_d.backward()
             opt_disc.step()
         window.batch_end(i)
-    return window.images_per_second(loader.batch_size)
+    return window.speeds(loader.batch_size)
 
 
-def hand_diffusion(model, loader, optimizers, warmup: int) -> float:
+def hand_diffusion(model, loader, optimizers, warmup: int) -> dict[str, float]:
     """genlab.models.diffusion.Diffusion.training_step (Ho et al. 2020, Algorithm 1): ε-MSE at a uniform
     timestep, one Adam step, then the EMA update of on_train_batch_end."""
     import torch
@@ -297,10 +313,10 @@ def hand_diffusion(model, loader, optimizers, warmup: int) -> float:
                 ema_p.lerp_(p, 1 - decay)
         ema_steps += 1
         window.batch_end(i)
-    return window.images_per_second(loader.batch_size)
+    return window.speeds(loader.batch_size)
 
 
-def hand_flow(model, loader, optimizers, warmup: int) -> float:
+def hand_flow(model, loader, optimizers, warmup: int) -> dict[str, float]:
     """genlab.models.flow.Flow.training_step (images): uniform dequantisation, logit with its log-det, the
     multiscale flow, N(0, I) prior, bits/dim + 8 as the loss, one Adam step."""
     import math
@@ -323,7 +339,7 @@ def hand_flow(model, loader, optimizers, warmup: int) -> float:
         loss.backward()
         opt.step()
         window.batch_end(i)
-    return window.images_per_second(loader.batch_size)
+    return window.speeds(loader.batch_size)
 
 
 HAND_LOOPS = {
@@ -351,13 +367,13 @@ def setup(family: str, steps: int, batch_size: int, tmp: str, overrides: list[st
     return cfg, model, make_loader(images, labels, batch_size), source
 
 
-def run_side(side: str, model, loader, cfg, warmup: int, optimizers_cache: dict) -> float:
+def run_side(side: str, model, loader, cfg, warmup: int) -> dict[str, float]:
+    """One epoch of one side; fresh optimizers from the model's configure_optimizers() on both sides (the
+    trainer builds them anew at every fit)."""
     if side == "genlab":
         return genlab_epoch(model, loader, cfg, warmup)
     model.train()
-    if "hand" not in optimizers_cache:  # built once, like the trainer's; state carries over between rounds
-        optimizers_cache["hand"] = as_list(model.configure_optimizers())
-    return HAND_LOOPS[model.family](model, loader, optimizers_cache["hand"], warmup)
+    return HAND_LOOPS[model.family](model, loader, as_list(model.configure_optimizers()), warmup)
 
 
 def framework_profile(model, loader, cfg, warmup: int, top: int = 30) -> list[dict]:
@@ -398,16 +414,40 @@ def interleaved(
 ) -> dict:
     """A/B, B/A, ... rounds in this process; per-round images/second of both sides. When the median ratio
     falls below `profile_below`, one more genlab epoch runs under cProfile."""
+    import copy
+
+    import torch
+
     with tempfile.TemporaryDirectory() as tmp:
         cfg, model, loader, source = setup(family, steps, batch_size, tmp, overrides)
-        cache: dict = {}
-        run_side("hand", model, loader, cfg, warmup, cache)  # untimed: first-touch allocations of both
-        run_side("genlab", model, loader, cfg, warmup, cache)
+        run_side("hand", model, loader, cfg, warmup)  # untimed: first-touch allocations of both
+        run_side("genlab", model, loader, cfg, warmup)
+        start_state = copy.deepcopy(model.state_dict())
+
+        def paired(side: str, r: int) -> dict[str, float]:
+            # both sides of a round start from the same weights and random stream, so they do the same
+            # work (e.g. the VAE-GAN's equilibrium gates skip the same updates) and only the loop differs
+            model.load_state_dict(start_state)
+            torch.manual_seed(1000 + r)
+            return run_side(side, model, loader, cfg, warmup)
+
         per_round = []
         for r in range(rounds):
             order = ("genlab", "hand") if r % 2 == 0 else ("hand", "genlab")
-            speeds = {side: run_side(side, model, loader, cfg, warmup, cache) for side in order}
-            per_round.append({**speeds, "ratio": speeds["genlab"] / speeds["hand"], "order": "/".join(order)})
+            load = os.getloadavg()[0]
+            speeds = {side: paired(side, r) for side in order}
+            per_round.append(
+                {
+                    "genlab": speeds["genlab"]["wall"],
+                    "hand": speeds["hand"]["wall"],
+                    "ratio": speeds["genlab"]["wall"] / speeds["hand"]["wall"],
+                    "genlab_cpu": speeds["genlab"]["cpu"],
+                    "hand_cpu": speeds["hand"]["cpu"],
+                    "cpu_ratio": speeds["genlab"]["cpu"] / speeds["hand"]["cpu"],
+                    "order": "/".join(order),
+                    "load_1m": (load + os.getloadavg()[0]) / 2,
+                }
+            )
         result = {"data": source, "rounds": per_round}
         if profile_below is not None and median([r["ratio"] for r in per_round]) < profile_below:
             result["profile"] = framework_profile(model, loader, cfg, warmup)
@@ -420,10 +460,11 @@ def worker(family: str, side: str, steps: int, warmup: int, batch_size: int) -> 
         cfg, model, loader, _ = setup(family, steps, batch_size, tmp)
         rss_before = current_rss_mb()
         reset = reset_peak_rss()
-        speed = run_side(side, model, loader, cfg, warmup, {})
+        speed = run_side(side, model, loader, cfg, warmup)
         training_peak = window_peak_rss_mb() if reset else float("nan")
     return {
-        "images_per_s": speed,
+        "images_per_s": speed["wall"],
+        "images_per_cpu_s": speed["cpu"],
         "rss_before_training_mb": rss_before,
         "training_peak_rss_mb": training_peak,
         "process_peak_rss_mb": peak_rss_mb(),
@@ -436,14 +477,19 @@ def benchmark(
     steps: int = 25,
     warmup: int = 3,
     batch_size: int = 128,
+    memory: bool = True,
 ) -> dict:
+    """`memory=False` skips the fresh-process memory runs (speed only)."""
     import torch
 
     results, rows = {}, []
     for family in families:
         family_result = interleaved(family, rounds, steps, warmup, batch_size, profile_below=TARGET)
         ratios = [r["ratio"] for r in family_result["rounds"]]
-        memory = {
+        cpu_ratios = [r["cpu_ratio"] for r in family_result["rounds"]]
+        loads = [r["load_1m"] for r in family_result["rounds"]]
+        nan = {"training_peak_rss_mb": float("nan"), "rss_before_training_mb": float("nan")}
+        by_side = {
             side: run_json_child(
                 [
                     "benchmarks.throughput",
@@ -455,16 +501,24 @@ def benchmark(
                     f"--batch-size={batch_size}",
                 ]
             )
+            if memory
+            else nan
             for side in ("genlab", "hand")
         }
+        memory_result = by_side
         family_result.update(
             median_ratio=median(ratios),
             min_ratio=min(ratios),
             max_ratio=max(ratios),
+            median_cpu_ratio=median(cpu_ratios),
+            min_cpu_ratio=min(cpu_ratios),
+            max_cpu_ratio=max(cpu_ratios),
+            load_1m_median=median(loads),
             genlab_images_per_s=median([r["genlab"] for r in family_result["rounds"]]),
             hand_images_per_s=median([r["hand"] for r in family_result["rounds"]]),
-            memory=memory,
+            memory=memory_result,
             passed=median(ratios) >= TARGET,
+            passed_cpu=median(cpu_ratios) >= TARGET,
         )
         ms_genlab = 1000 * batch_size / family_result["genlab_images_per_s"]
         ms_hand = 1000 * batch_size / family_result["hand_images_per_s"]
@@ -476,11 +530,13 @@ def benchmark(
                 family_result["genlab_images_per_s"],
                 family_result["hand_images_per_s"],
                 f"{median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})",
+                f"{median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}–{max(cpu_ratios):.3f})",
+                f"{median(loads):.1f} ({min(loads):.1f}–{max(loads):.1f})",
                 ms_genlab - ms_hand,
-                memory["genlab"]["training_peak_rss_mb"],
-                memory["hand"]["training_peak_rss_mb"],
-                memory["genlab"]["training_peak_rss_mb"] - memory["genlab"]["rss_before_training_mb"],
-                memory["hand"]["training_peak_rss_mb"] - memory["hand"]["rss_before_training_mb"],
+                by_side["genlab"]["training_peak_rss_mb"],
+                by_side["hand"]["training_peak_rss_mb"],
+                by_side["genlab"]["training_peak_rss_mb"] - by_side["genlab"]["rss_before_training_mb"],
+                by_side["hand"]["training_peak_rss_mb"] - by_side["hand"]["rss_before_training_mb"],
                 verdict(family_result["passed"]),
             ]
         )
@@ -489,7 +545,9 @@ def benchmark(
             "family",
             "genlab img/s",
             "hand loop img/s",
-            "ratio median (min–max)",
+            "wall ratio median (min–max)",
+            "CPU-time ratio median (min–max)",
+            "load avg 1 min median (min–max)",
             "genlab overhead ms/step",
             "genlab peak RSS MiB",
             "hand peak RSS MiB",
@@ -530,11 +588,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory runs")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(*args.worker, args.steps, args.warmup, args.batch_size)))
         return
-    result = benchmark(tuple(args.families.split(",")), args.rounds, args.steps, args.warmup, args.batch_size)
+    result = benchmark(
+        tuple(args.families.split(",")),
+        args.rounds,
+        args.steps,
+        args.warmup,
+        args.batch_size,
+        memory=not args.no_memory,
+    )
     path = write_result("throughput", result, *([args.results_dir] if args.results_dir else []))
     print(result["table"])
     print(f"written: {path}")

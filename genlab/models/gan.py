@@ -254,12 +254,14 @@ class GAN(GenerativeModel):
         optimizer.step()
 
     def discriminator_losses(
-        self, real: torch.Tensor, labels: torch.Tensor | None = None
+        self, real: torch.Tensor, labels: torch.Tensor | None = None, fake: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Discriminator loss on a real batch and as many fresh fakes, with its penalties; a conditional
-        model draws its fakes with the real batch's `labels`."""
-        with torch.no_grad():
-            fake = self.generate(self.noise(len(real)), labels=labels)
+        """Discriminator loss on a real batch and as many fakes (`fake`, detached here, or fresh ones), with
+        its penalties; a conditional model draws its fakes with the real batch's `labels`."""
+        if fake is None:
+            with torch.no_grad():
+                fake = self.generate(self.noise(len(real)), labels=labels)
+        fake = fake.detach()
         use_r1 = self.hparams.r1_gamma > 0
         real = real.detach().requires_grad_(use_r1)
         d_real, d_fake = self.critic(real, labels), self.critic(fake, labels)
@@ -278,10 +280,11 @@ class GAN(GenerativeModel):
         losses["d_real"], losses["d_fake"] = d_real.detach().mean(), d_fake.detach().mean()
         return losses
 
-    def generator_loss(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def generator_loss(self, fake: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """G's loss on fakes that still carry the generator's graph, through the just-updated D."""
         if self.conditional:
-            labels = self.class_labels(n, labels)
-        return self.g_loss_fn(self.critic(self.generate(self.noise(n), labels=labels), labels))
+            labels = self.class_labels(len(fake), labels)
+        return self.g_loss_fn(self.critic(fake, labels))
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -300,11 +303,17 @@ class GAN(GenerativeModel):
         real = self.to_model(batch[0])
         labels = self.batch_labels(batch)
         opt_g, opt_d = self.optimizers()
-        d_losses = self.discriminator_losses(real, labels)
+        g_step = (batch_idx + 1) % self.hparams.n_critic == 0  # n_critic D steps per G step (Arjovsky et al.)
+        # One generator pass per batch: the G step reuses the D step's fakes (same z), as the DCGAN
+        # reference loop does, instead of drawing a second batch; G's graph is kept only when a G step
+        # follows. Each loss is the same unbiased estimate as with fresh noise (z ~ N(0, I) either way).
+        with torch.set_grad_enabled(g_step):
+            fake = self.generate(self.noise(len(real)), labels=labels)
+        d_losses = self.discriminator_losses(real, labels, fake)
         self._step(opt_d, d_losses["loss_d"])
         out = {k: v.detach() for k, v in d_losses.items()}
-        if (batch_idx + 1) % self.hparams.n_critic == 0:  # n_critic D steps per G step (Arjovsky et al. 2017)
-            loss_g = self.generator_loss(len(real), labels)
+        if g_step:
+            loss_g = self.generator_loss(fake, labels)
             self._step(opt_g, loss_g)
             self.g_steps += 1
             self.update_ema()

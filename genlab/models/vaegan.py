@@ -220,29 +220,35 @@ class VAEGAN(GaussianEncoderDecoder):
         fake_cost = F.softplus(logits[n:]).mean().item()
         update_dec, update_disc = self.gates(real_cost, fake_cost)
 
-        enc_params = list(self.encoder.parameters())
-        dec_params = list(self.decoder.parameters())
+        # Discriminator: L_GAN on real vs. reconstructed and prior images (both count as fakes, sec. 2),
+        # from the same pass: Algorithm 1 takes all three gradients from one forward pass before any update,
+        # and a second pass over the same images with the same Dis weights would give the same logits.
+        loss_gan_d = self.d_loss_fn(logits[:n], logits[n:])
+
         opt_enc.zero_grad(set_to_none=True)
         opt_dec.zero_grad(set_to_none=True)
-        # `inputs=` keeps each loss's gradient on its own network: L_GAN never reaches the encoder.
+        # `inputs=` keeps each loss's gradient on its own network: L_GAN never reaches the encoder, the
+        # decoder's losses never reach Dis, and Dis's loss never reaches the decoder.
         self.manual_backward(
-            self.hparams.kl_weight * loss_kl + loss_feature_recon, inputs=enc_params, retain_graph=True
+            self.hparams.kl_weight * loss_kl + loss_feature_recon,
+            inputs=list(self.encoder.parameters()),
+            retain_graph=True,
         )
         if update_dec:
-            self.manual_backward(self.hparams.gamma * loss_feature_recon + loss_gan_g, inputs=dec_params)
+            self.manual_backward(
+                self.hparams.gamma * loss_feature_recon + loss_gan_g,
+                inputs=list(self.decoder.parameters()),
+                retain_graph=update_disc,
+            )
+        if update_disc:
+            opt_disc.zero_grad(set_to_none=True)
+            self.manual_backward(loss_gan_d, inputs=self.disc_parameters())
         opt_enc.step()
         if update_dec:
             opt_dec.step()
             self.dec_steps += 1
             self.update_ema()
-
-        # Discriminator: L_GAN on real vs. reconstructed and prior images (both count as fakes, sec. 2).
-        fakes = torch.cat([x_recon, x_prior]).detach()
-        d_logits = self.disc_features(torch.cat([x, fakes]), y3)[-1].flatten()
-        loss_gan_d = self.d_loss_fn(d_logits[:n], d_logits[n:])
         if update_disc:
-            opt_disc.zero_grad(set_to_none=True)
-            self.manual_backward(loss_gan_d)
             opt_disc.step()
 
         losses = {
@@ -293,16 +299,13 @@ class VAEGAN(GaussianEncoderDecoder):
         super().on_load_checkpoint(checkpoint)
         self.dec_steps = int((checkpoint.get("genlab") or {}).get("dec_steps", 0))
 
+    def disc_parameters(self) -> list[torch.nn.Parameter]:
+        """Dis's parameters (and the projection's when conditional): what L_GAN's Dis side trains."""
+        return [*self.discriminator.parameters(), *(self.projection.parameters() if self.conditional else [])]
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [
             self.make_optimizer(self.encoder.parameters(), name="optimizer"),
             self.make_optimizer(self.decoder.parameters(), name="optimizer"),
-            self.make_optimizer(
-                [
-                    *self.discriminator.parameters(),
-                    *(self.projection.parameters() if self.conditional else []),
-                ],
-                self.optimizer_d_factory,
-                "optimizer_d",
-            ),
+            self.make_optimizer(self.disc_parameters(), self.optimizer_d_factory, "optimizer_d"),
         ]

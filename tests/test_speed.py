@@ -1,0 +1,81 @@
+"""Speed paths that must not change results: the GAN's and VAE-GAN's single-pass training steps."""
+
+from __future__ import annotations
+
+import torch
+
+
+class CountingNet(torch.nn.Module):
+    """Counts forward passes of a wrapped network."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("net"), name)
+
+
+def fit(model, steps: int = 3) -> None:
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.rand(8 * steps, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=8)
+    pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(model, loader)
+
+
+def test_gan_step_runs_the_generator_once_per_batch():
+    from genlab.models.gan import GAN
+
+    model = GAN(image_size=16, channels=1, latent_dim=4, width=8)
+    model.generator = CountingNet(model.generator)
+    before = [p.detach().clone() for p in model.generator.parameters()]
+    fit(model, steps=3)
+    assert model.generator.calls == 3  # one pass serves the D step and the G step
+    assert model.g_steps == 3
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.generator.parameters(), strict=True))
+
+
+def test_vaegan_step_takes_all_three_gradients_from_one_discriminator_pass():
+    """Algorithm 1 of Larsen et al.: one discriminator pass, three gradients. The discriminator's update
+    equals the one a second pass over the same (detached) images with the same weights gives."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from genlab.models.vaegan import VAEGAN
+
+    torch.manual_seed(0)
+    model = VAEGAN(image_size=16, channels=1, latent_dim=4, width=8, disc_width=8, margin=None)
+    reference = copy.deepcopy(model.discriminator)
+    inputs = []  # what entered the discriminator's first block, pass by pass
+    model.discriminator.blocks[0].register_forward_pre_hook(lambda _, args: inputs.append(args[0].detach()))
+    fit(model, steps=1)
+    (images,) = inputs  # one pass over real, reconstructed and prior images
+    n = len(images) // 3
+
+    _, _, opt_disc = model.configure_optimizers()  # the same optimizer settings, for the reference
+    opt = type(opt_disc)(reference.parameters(), **opt_disc.defaults)
+    logits = reference(images).flatten()
+    loss_d = F.softplus(-logits[:n]).mean() + F.softplus(logits[n:]).mean()
+    opt.zero_grad()
+    loss_d.backward()
+    opt.step()
+    trained = dict(model.discriminator.named_parameters())
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(trained[name], p, rtol=1e-5, atol=1e-6, msg=name)
