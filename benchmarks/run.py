@@ -1,6 +1,6 @@
 """Run genlab's benchmarks and write benchmarks/results/<name>.json and benchmarks/results/RESULTS.md.
 
-python -m benchmarks.run                          # all five at their default sizes (`make bench`)
+python -m benchmarks.run                          # all six at their default sizes (`make bench`)
 python -m benchmarks.run --only startup,throughput
 python -m benchmarks.run --tiny                   # seconds-scale sizes: proves every script runs
 python -m benchmarks.run --budget-min 3           # quality: training budget per family
@@ -15,13 +15,14 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, environment, verdict, write_result
 
-BENCHMARKS = ("throughput", "startup", "eval_throughput", "quality", "sampling")
+BENCHMARKS = ("throughput", "startup", "eval_throughput", "quality", "sampling", "speed_options")
 TITLES = {
     "throughput": "Training throughput: genlab (pl.Trainer) vs a hand-written PyTorch loop, same networks",
     "startup": "Start-up: `genlab train trainer=smoke` vs the import floor",
     "eval_throughput": "Evaluation throughput: genlab's FID path vs torchmetrics' FrechetInceptionDistance",
     "quality": "Quality per wall-clock budget on real MNIST",
     "sampling": "Diffusion sampling time per 1,000 images: DDPM (all T steps) vs DDIM (few steps)",
+    "speed_options": "Speed options on CPU: channels-last, torch.compile, bf16-mixed vs the default",
 }
 
 
@@ -69,7 +70,15 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         if tiny:
             narrow = ["model.block_out_channels=[8,16,16]"]
             return sampling.benchmark(batch_size=2, ddim_steps=(2, 4), ddpm_timed_steps=2, overrides=narrow)
-        return sampling.benchmark()
+        return sampling.benchmark(ddim_steps=tuple(int(s) for s in args.ddim_steps.split(",")))
+    if name == "speed_options":
+        from benchmarks import speed_options
+
+        if tiny:
+            return speed_options.benchmark(
+                ("vae",), ("default", "channels_last"), rounds=1, steps=3, warmup=1, batch_size=8
+            )
+        return speed_options.benchmark(tuple(args.speed_families.split(",")))
     raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
 
 
@@ -134,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--lever-images", type=int, default=16)
+    # sampling
+    parser.add_argument("--ddim-steps", default="10,20,50,100", help="sampling: DDIM step counts")
+    # speed options (torch.compile costs minutes per family on CPU)
+    parser.add_argument("--speed-families", default="vae,gan,diffusion")
     # quality
     parser.add_argument("--budget-min", type=float, default=5.0, help="quality: training minutes per family")
     parser.add_argument("--inception-n", type=int, default=300)

@@ -1,8 +1,39 @@
-"""Speed paths that must not change results: the GAN's and VAE-GAN's single-pass training steps."""
+"""Speed paths that must not change results: the GAN's and VAE-GAN's single-pass training steps, the frozen
+FID Inception, and the `speed.*` options."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+from genlab.errors import ConfigError
+from genlab.runtime.speed import apply_speed_options, speed_settings
+
+
+def test_speed_settings_check_keys_and_values():
+    assert speed_settings(None) == {"channels_last": False, "compile": False}
+    assert speed_settings({"channels_last": True}) == {"channels_last": True, "compile": False}
+    with pytest.raises(ConfigError, match=r"speed\.chanels_last .*channels_last, compile"):
+        speed_settings({"chanels_last": True})
+    with pytest.raises(ConfigError, match=r"speed\.compile='yes' must be true or false"):
+        speed_settings({"compile": "yes"})
+
+
+def test_channels_last_keeps_outputs_and_parameter_names():
+    from genlab.models.vae import VAE
+
+    torch.manual_seed(0)
+    model = VAE(image_size=16, channels=1, latent_dim=4, width=8).eval()
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        before = model.reconstruct(x)
+    names = list(model.state_dict())
+    assert apply_speed_options(model, {"channels_last": True, "compile": False}) == ["channels_last"]
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert list(model.state_dict()) == names  # checkpoints unchanged
+    with torch.no_grad():
+        torch.testing.assert_close(model.reconstruct(x), before, rtol=1e-5, atol=1e-6)
 
 
 class CountingNet(torch.nn.Module):

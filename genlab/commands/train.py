@@ -201,6 +201,7 @@ def _fit(
     from genlab.loggers import finish_wandb
     from genlab.runtime import distributed
     from genlab.runtime.launch import in_multirun
+    from genlab.runtime.speed import apply_speed_options
     from genlab.runtime.tags import log_tags, run_tags
 
     if cfg.get("threads"):
@@ -216,6 +217,7 @@ def _fit(
 
     model = instantiate(cfg.model)
     model.run_config = container
+    apply_speed_options(model, cfg.get("speed"))
     if ckpt_path is not None:
         check_weights_fit(model, checkpoint, ckpt_path)
     stop = SignalStop()
