@@ -73,6 +73,38 @@ def batches_seen(trainer) -> int:
     return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
 
 
+def training_limit(value: Any) -> int | None:
+    """A trainer's max_epochs/max_steps as a positive int, or None where it sets no limit (-1, None)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def epoch_label(trainer) -> str:
+    """Where training is, saying only what is known: `epoch 2/10` when it runs for a number of epochs;
+    `epoch 2 · step 150/300` when it runs by steps (max_epochs=-1, max_steps=300: the number of epochs is
+    not known). The step is Lightning's global step, the count max_steps limits."""
+    label = f"epoch {trainer.current_epoch + 1}"
+    max_epochs, max_steps = (
+        training_limit(trainer.max_epochs),
+        training_limit(getattr(trainer, "max_steps", None)),
+    )
+    if max_epochs is not None:
+        label += f"/{max_epochs}"
+    if max_steps is not None:
+        label += f" · step {trainer.global_step}/{max_steps}"
+    return label
+
+
+def training_length(trainer) -> str:
+    """The start block's length of training: `10 epochs`, `300 steps`, or both when both limit it."""
+    max_epochs, max_steps = (
+        training_limit(trainer.max_epochs),
+        training_limit(getattr(trainer, "max_steps", None)),
+    )
+    parts = [f"{max_epochs} epoch{'s' if max_epochs != 1 else ''}"] if max_epochs is not None else []
+    parts += [f"{max_steps} step{'s' if max_steps != 1 else ''}"] if max_steps is not None else []
+    return " / ".join(parts) or "no epoch or step limit"
+
+
 def _learning_rates(node: Any, path: str = "") -> dict[str, Any]:
     """Every `lr` in a config node: {"lr": 1e-3, "optimizer_d.lr": 2e-4} (the generator's first)."""
     from omegaconf import DictConfig
@@ -126,7 +158,6 @@ def print_run_start(cfg: DictConfig, trainer, model, datamodule) -> float:
     hparams = [f"latent_dim {model.latent_dim}"] if hasattr(model, "latent_dim") else []
     hparams += [f"{k} {fmt(v)}" for k, v in _learning_rates(cfg.model).items()]
     batch = cfg.data.get("batch_size")
-    epochs = trainer.max_epochs
     limit = trainer.limit_train_batches
     per_epoch = f" of {limit} batches" if isinstance(limit, int) else ""
     device = trainer.strategy.root_device.type
@@ -142,7 +173,7 @@ def print_run_start(cfg: DictConfig, trainer, model, datamodule) -> float:
     echo(
         _command_line(str(cfg.get("task_name") or "train")),
         f"  {model.family} ({', '.join(hparams)}) on {_data_summary(datamodule)}",
-        f"  batch {batch}, {epochs} epoch{'s' if epochs != 1 else ''}{per_epoch}, seed {cfg.get('seed')}, "
+        f"  batch {batch}, {training_length(trainer)}{per_epoch}, seed {cfg.get('seed')}, "
         f"device {device}{devices} (precision {trainer.precision})",
         f"  run folder {output_dir} ({config_note})",
     )

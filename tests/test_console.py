@@ -75,17 +75,20 @@ def test_smoke_run_prints_a_short_console_with_run_folder_and_final_metrics(vae_
 
 
 def test_epoch_lines_show_this_epochs_values_and_mid_epoch_running_means(tmp_path, capsys):
+    # trained by steps (max_epochs=-1): the lines say the step of max_steps, never `epoch 2/-1`
     run = train_in_process(
         tmp_path,
         [
             "trainer=smoke",
-            "trainer.max_epochs=2",
+            "trainer.max_epochs=-1",
+            "+trainer.max_steps=6",  # the CLI adds the + itself (any pl.Trainer argument)
             "trainer.limit_train_batches=3",
             "test=false",
             "callbacks.progress.every_n_seconds=0",  # a mid-epoch line after every batch
         ],
     )
     out = capsys.readouterr().out
+    assert "/-1" not in out and "-1 epochs" not in out and "batch 64, 6 steps of 3 batches" in out, out
     with open(run / "csv" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     step_losses = [float(r["train/loss_step"]) for r in rows if r["train/loss_step"]]
@@ -93,7 +96,11 @@ def test_epoch_lines_show_this_epochs_values_and_mid_epoch_running_means(tmp_pat
     for epoch in (1, 2):
         logged_train = next(r for r in rows if r["train/loss_epoch"] and int(r["epoch"]) == epoch - 1)
         logged_val = next(r for r in rows if r["val/loss"] and int(r["epoch"]) == epoch - 1)
-        line = next(x for x in out.splitlines() if re.match(rf"epoch {epoch}/2 batch {3 * epoch} \|", x))
+        line = next(
+            x
+            for x in out.splitlines()
+            if re.match(rf"epoch {epoch} · step {3 * epoch}/6 batch {3 * epoch} \|", x)
+        )
         _, train_part, val_part = line.split(" | ")
         train = parse_metrics(train_part.removeprefix("train "))
         val = parse_metrics(val_part.removeprefix("val "))
@@ -103,9 +110,32 @@ def test_epoch_lines_show_this_epochs_values_and_mid_epoch_running_means(tmp_pat
         assert close(val["recon_mse"], float(logged_val["val/recon_mse"]))
         # mid-epoch lines: the running mean of this epoch's batches so far (full batches: a plain mean)
         for batch in (1, 2):
-            mid = next(x for x in out.splitlines() if x.startswith(f"epoch {epoch}/2 batch {batch}/3 |"))
+            mid = next(
+                x
+                for x in out.splitlines()
+                if x.startswith(f"epoch {epoch} · step {3 * (epoch - 1) + batch}/6 batch {batch}/3 |")
+            )
             seen = step_losses[3 * (epoch - 1) : 3 * (epoch - 1) + batch]
             assert close(parse_metrics(mid.split(" | ")[1].removeprefix("train "))["loss"], sum(seen) / batch)
+
+
+def test_epoch_label_says_only_what_is_known():
+    from types import SimpleNamespace
+
+    def label(max_epochs, max_steps):
+        trainer = SimpleNamespace(
+            current_epoch=1, global_step=150, max_epochs=max_epochs, max_steps=max_steps
+        )
+        return console.epoch_label(trainer), console.training_length(trainer)
+
+    assert label(10, -1) == ("epoch 2/10", "10 epochs")
+    assert label(-1, 300) == ("epoch 2 · step 150/300", "300 steps")  # by steps: no `epoch 2/-1`
+    assert label(None, 300) == ("epoch 2 · step 150/300", "300 steps")
+    assert label(10, 300) == (
+        "epoch 2/10 · step 150/300",
+        "10 epochs / 300 steps",
+    )  # the first reached ends it
+    assert label(1, -1) == ("epoch 2/1", "1 epoch")
 
 
 def test_gan_counts_batches_not_optimizer_steps_and_print_config_prints_the_tree(tmp_path, capsys):

@@ -94,7 +94,10 @@ def test_rich_bar_shows_running_losses_and_val_metrics_with_epochs_from_one():
         "val/mmd": 0.25,
     }
     bar._trainer = trainer
+    trainer.max_steps = -1
     assert bar._get_train_description(0).strip() == "Epoch 1/10"
+    trainer.max_epochs, trainer.max_steps = -1, 300  # training by steps: no `Epoch 2/-1`
+    assert bar._get_train_description(1).strip() == "Epoch 2 · max 300 steps"
 
 
 def test_config_tree_has_one_branch_per_section():

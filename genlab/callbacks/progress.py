@@ -114,7 +114,7 @@ class EpochLines(ProgressBar):
             self._last_line = time.monotonic()
 
     def _epoch(self, trainer: pl.Trainer) -> str:
-        return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        return console.epoch_label(trainer)  # `epoch 2/10`, or `epoch 2 · step 150/300` by steps
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.running.reset()
@@ -183,8 +183,12 @@ class LossesBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         # Lightning's bar says "Epoch 0/9" for the first of 10; genlab counts from 1 everywhere
         description = f"{console.job_label()}Epoch {current_epoch + 1}"
-        if self.trainer.max_epochs is not None:
-            description += f"/{self.trainer.max_epochs}"
+        max_epochs = console.training_limit(self.trainer.max_epochs)  # -1 when training by steps: not shown
+        if max_epochs is not None:
+            description += f"/{max_epochs}"
+        max_steps = console.training_limit(getattr(self.trainer, "max_steps", None))
+        if max_steps is not None:  # the bar's description is set once an epoch: the limit, not the step
+            description += f" · max {max_steps} steps"
         return f"{description:{len(self.validation_description)}}"
 
 
