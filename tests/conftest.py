@@ -1,12 +1,21 @@
-"""Shared test helpers: run the real console script, find the shared real data, one smoke run."""
+"""Shared test helpers: run the real console script, find the shared real data, the trained runs many
+tests read (each trained once per test session, also when pytest-xdist runs the suite in two workers)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two xdist workers on two cores: one torch thread each (and in the genlab processes
+    # they start) instead of two each fighting over the same cores. Set before torch is imported.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 
@@ -36,13 +45,34 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build(folder)` fills once per test session and every test (in every xdist worker) then
+    reads: the first worker to ask builds it under a file lock, the others wait and reuse it. Tests must
+    not change what is inside (copy it first)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, shared by its workers (xdist's documented pattern)
+    folder = base / f"shared-{name}"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def vae_smoke_run(tmp_path_factory) -> Path:
     """One VAE trained on digits with trainer=smoke through the console script; its run folder."""
-    root = tmp_path_factory.mktemp("vae_smoke")
-    proc = run_genlab("train", "model=vae", "trainer=smoke", f"hydra.run.dir={root / 'run'}", cwd=root)
-    (root / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user saw (tests/test_console.py)
-    return root / "run"
+
+    def build(root: Path) -> None:
+        proc = run_genlab("train", "model=vae", "trainer=smoke", f"hydra.run.dir={root / 'run'}", cwd=root)
+        (root / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user saw (test_console.py)
+
+    return built_once(tmp_path_factory, "vae_smoke", build) / "run"
 
 
 @pytest.fixture
@@ -55,8 +85,36 @@ def shared_mnist() -> Path:
 @pytest.fixture(scope="session")
 def vaegan_smoke_run(tmp_path_factory) -> Path:
     """One VAE-GAN trained on digits with trainer=smoke through the console script; its run folder."""
-    root = tmp_path_factory.mktemp("vaegan_smoke")
-    run_genlab(
-        "train", "model=vaegan", "trainer=smoke", "logger=none", f"hydra.run.dir={root / 'run'}", cwd=root
-    )
-    return root / "run"
+
+    def build(root: Path) -> None:
+        run_genlab(
+            "train", "model=vaegan", "trainer=smoke", "logger=none", f"hydra.run.dir={root / 'run'}", cwd=root
+        )
+
+    return built_once(tmp_path_factory, "vaegan_smoke", build) / "run"
+
+
+@pytest.fixture(scope="session")
+def digits_classifier(tmp_path_factory) -> Path:
+    """The folder of one `genlab train-classifier steps=150` run on digits: tc/ (its run folder) and
+    cache/classifiers/ (the trained classifier); tests take a fresh copy through `classifier_cache`."""
+
+    def build(root: Path) -> None:
+        run_genlab(
+            "train-classifier",
+            "steps=150",
+            f"paths.cache_dir={root / 'cache'}",
+            f"hydra.run.dir={root / 'tc'}",
+            cwd=root,
+        )
+
+    return built_once(tmp_path_factory, "digits_classifier", build)
+
+
+@pytest.fixture
+def classifier_cache(digits_classifier, tmp_path) -> Path:
+    """A cache folder of this test's own holding the trained digits classifier and nothing else (no
+    reference statistics: the test sees its own cache misses and hits)."""
+    cache = tmp_path / "classifier_cache"
+    shutil.copytree(digits_classifier / "cache" / "classifiers", cache / "classifiers")
+    return cache

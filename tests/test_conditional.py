@@ -16,7 +16,7 @@ from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.models.vaegan import VAEGAN
 
-from .conftest import run_genlab
+from .conftest import built_once, run_genlab
 from .test_config import compose_train
 
 FAMILIES = (VAE, GAN, VAEGAN)
@@ -25,12 +25,14 @@ FAMILIES = (VAE, GAN, VAEGAN)
 @pytest.fixture(scope="session")
 def cvae_smoke_run(tmp_path_factory) -> Path:
     """A conditional VAE trained on digits with trainer=smoke through the console script; its run folder."""
-    root = tmp_path_factory.mktemp("cvae_smoke")
-    run_genlab(
-        "train", "model=vae", "model.conditional=true", "trainer=smoke", "logger=none",
-        f"hydra.run.dir={root / 'run'}", cwd=root,
-    )  # fmt: skip
-    return root / "run"
+
+    def build(root: Path) -> None:
+        run_genlab(
+            "train", "model=vae", "model.conditional=true", "trainer=smoke", "logger=none",
+            f"hydra.run.dir={root / 'run'}", cwd=root,
+        )  # fmt: skip
+
+    return built_once(tmp_path_factory, "cvae_smoke", build) / "run"
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda c: c.family)
@@ -177,7 +179,7 @@ def test_interpolate_holds_the_class_or_the_style(cvae_smoke_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_conditional_vae_on_digits_generates_the_requested_class(tmp_path):
+def test_conditional_vae_on_digits_generates_the_requested_class(classifier_cache):
     """A small CVAE trained for a few epochs on digits: the domain classifier recognises the requested
     class in its samples far above chance (10%)."""
     import pytorch_lightning as pl
@@ -187,7 +189,8 @@ def test_conditional_vae_on_digits_generates_the_requested_class(tmp_path):
     from genlab.metrics.conditional import conditional_metrics
 
     torch.set_num_threads(1)
-    classifier, _ = resolve_classifier(DigitsDataModule(), tmp_path, steps=150, log=lambda *a: None)
+    # the session's 150-step digits classifier (tests/conftest.py); train_if_missing=False: never another
+    classifier, _ = resolve_classifier(DigitsDataModule(), classifier_cache, train_if_missing=False)
     pl.seed_everything(0, verbose=False)
     model = VAE(conditional=True, num_classes=10, latent_dim=8, width=16)
     trainer = pl.Trainer(
@@ -205,8 +208,14 @@ def test_conditional_vae_on_digits_generates_the_requested_class(tmp_path):
     assert 0.2 < result.intra_class_diversity < 2.0  # not collapsed onto one image per class
 
 
-def test_eval_of_a_conditional_checkpoint_writes_the_conditional_measures(cvae_smoke_run, tmp_path):
+def test_eval_of_a_conditional_checkpoint_writes_the_conditional_measures(
+    cvae_smoke_run, classifier_cache, tmp_path
+):
+    import shutil
+
     from genlab.commands.eval import evaluate
+
+    shutil.copytree(classifier_cache, tmp_path / "cache")  # the session's classifier: none trained here
 
     overrides = [
         f"ckpt={cvae_smoke_run / 'checkpoints' / 'last.ckpt'}", "metrics.backbone=classifier",

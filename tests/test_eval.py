@@ -4,7 +4,6 @@ evaluation callback inside `genlab train`."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -25,23 +24,14 @@ PROTOCOL_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def classifier_cache(tmp_path_factory) -> Path:
-    """A cache folder holding a digits classifier trained by `genlab train-classifier`."""
-    root = tmp_path_factory.mktemp("eval_cache")
-    run_genlab(
-        "train-classifier",
-        "steps=150",
-        f"paths.cache_dir={root / 'cache'}",
-        f"hydra.run.dir={root / 'tc'}",
-        cwd=root,
-    )
-    written = read_metrics(root / "tc")
+def test_train_classifier_writes_its_metrics_and_one_cache_file(digits_classifier):
+    """`genlab train-classifier` (run once by the conftest fixture every eval test's cache copies)."""
+    written = read_metrics(digits_classifier / "tc")
     assert written["classifier"]["dataset"] == "digits" and written["classifier"]["steps"] == 150
     assert 0.5 < written["metrics"]["test/accuracy"] <= 1.0
     # keyed by the data's identity: one file for digits at 16 px, 1 channel
-    assert len(list((root / "cache" / "classifiers").glob("digits_16px_1ch_*.pt"))) == 1
-    return root / "cache"
+    cached = digits_classifier / "cache" / "classifiers"
+    assert [p.name.startswith("digits_16px_1ch_") for p in cached.glob("*.pt")] == [True]
 
 
 def check_complete(metrics: dict, backbone: str) -> None:

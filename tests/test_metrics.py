@@ -120,13 +120,17 @@ class ReplayGenerator(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def digits_setup(tmp_path_factory):
+def digits_setup(tmp_path_factory, digits_classifier):
+    import shutil
+
     from omegaconf import OmegaConf
 
     from genlab.data.digits import DigitsDataModule
     from genlab.metrics.backbone import build_backbone
 
     cache = tmp_path_factory.mktemp("metrics_cache")
+    # the session's 150-step digits classifier (tests/conftest.py), not a second one trained here
+    shutil.copytree(digits_classifier / "cache" / "classifiers", cache / "classifiers")
     datamodule = DigitsDataModule()
     cfg = OmegaConf.create({"backbone": "classifier", "classifier_steps": 150})
     backbone = build_backbone(cfg, datamodule, cache, log=lambda *_: None)

@@ -11,19 +11,21 @@ import torch
 
 from genlab.errors import ConfigError
 
-from .conftest import run_genlab
+from .conftest import built_once, run_genlab
 from .test_conditional import compose_command, cvae_smoke_run  # noqa: F401  (a session fixture)
 
 
 @pytest.fixture(scope="session")
 def cvae_k5_run(tmp_path_factory) -> Path:
     """A conditional VAE trained (smoke) only on 5 digits per class: data.per_class_limit=5."""
-    root = tmp_path_factory.mktemp("cvae_k5")
-    run_genlab(
-        "train", "model=vae", "model.conditional=true", "data.per_class_limit=5", "trainer=smoke",
-        "logger=none", f"hydra.run.dir={root / 'run'}", cwd=root,
-    )  # fmt: skip
-    return root / "run"
+
+    def build(root: Path) -> None:
+        run_genlab(
+            "train", "model=vae", "model.conditional=true", "data.per_class_limit=5", "trainer=smoke",
+            "logger=none", f"hydra.run.dir={root / 'run'}", cwd=root,
+        )  # fmt: skip
+
+    return built_once(tmp_path_factory, "cvae_k5", build) / "run"
 
 
 def synth(tmp_path: Path, *overrides: str) -> dict:
