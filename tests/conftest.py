@@ -41,6 +41,22 @@ def run_genlab(*args: str, cwd: Path, check: bool = True, timeout: float = 600, 
     return proc
 
 
+def genlab_main(*args: str, expect: int = 0) -> None:
+    """`genlab <args>` in this process through genlab.cli.main, the console script's own entry point (no
+    second interpreter importing torch again), where what is tested is not the console script itself.
+    Fails unless it exits with `expect`; read what it printed with capsys. Give every output folder
+    (hydra.run.dir, paths.cache_dir): relative defaults would land in the current folder."""
+    from genlab.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    if code != expect:
+        pytest.fail(f"genlab {' '.join(args)} exited {code}, expected {expect}")
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 

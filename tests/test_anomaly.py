@@ -13,7 +13,7 @@ from genlab.data.base import dataset_labels
 from genlab.data.digits import DigitsDataModule
 from genlab.data.mixtures import MixtureDataModule
 from genlab.errors import ConfigError
-from tests.conftest import read_metrics, run_genlab
+from tests.conftest import genlab_main, read_metrics, run_genlab
 
 
 def test_class_filtering_keeps_only_normal_classes_in_train_and_val():
@@ -99,7 +99,7 @@ def test_vae_anomaly_scores_are_per_image_and_deterministic_for_recon_error():
 
 
 @pytest.mark.slow
-def test_anomaly_cli_trains_on_normal_digits_and_detects_the_held_out_class(tmp_path):
+def test_anomaly_cli_trains_on_normal_digits_and_detects_the_held_out_class(tmp_path, monkeypatch):
     run = tmp_path / "run"
     args = ["model=vae", "data=digits", "data.anomaly_classes=[0]", "trainer=smoke", "trainer.max_epochs=2"]
     args += ["trainer.limit_train_batches=1.0", "top_k=16", f"hydra.run.dir={run}"]
@@ -118,7 +118,8 @@ def test_anomaly_cli_trains_on_normal_digits_and_detects_the_held_out_class(tmp_
     # Re-score the checkpoint alone: its run config remembers the held-out class.
     rescored = tmp_path / "rescored"
     ckpt = run / "checkpoints" / "last.ckpt"
-    run_genlab("anomaly", f"ckpt={ckpt}", f"hydra.run.dir={rescored}", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)  # in-process (the first run was the console script): outputs stay here
+    genlab_main("anomaly", f"ckpt={ckpt}", f"hydra.run.dir={rescored}")
     again = json.loads((rescored / "metrics.json").read_text())
     assert again["anomaly"]["anomaly_classes"] == [0]
     assert again["anomaly"]["held_out_classes_seen_in_training"] == []

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import read_metrics, run_genlab
+from tests.conftest import genlab_main, read_metrics, run_genlab
 
 PROTOCOL_KEYS = {
     "backbone",
@@ -68,7 +68,7 @@ def test_eval_classifier_backbone_and_reference_cache(vae_smoke_run, classifier_
     assert 0 <= a["metrics"]["confident_fraction"] <= 1
     # test likelihood: the VAE's importance-weighted bound, labelled (genlab/metrics/likelihood.py)
     assert a["metrics"]["bpd_bound"] == "iwae-64" and 0 < a["metrics"]["bpd"] < 16
-    run_genlab("eval", *args, f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
+    genlab_main("eval", *args, f"hydra.run.dir={tmp_path / 'b'}")  # in-process: the first was the script
     b = read_metrics(tmp_path / "b")
     assert a["protocol"]["reference_cache"] == "miss" and b["protocol"]["reference_cache"] == "hit"
     assert a["metrics"] == b["metrics"]
@@ -97,23 +97,24 @@ def test_eval_inception_backbone_reports_no_inception_score(vae_smoke_run, tmp_p
     assert "no 1008-class head" in metrics["notes"]["inception_score"]
 
 
-@pytest.mark.slow
-def test_eval_errors_are_one_paragraph(vae_smoke_run, tmp_path):
-    proc = run_genlab("eval", f"ckpt={tmp_path / 'missing.ckpt'}", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+def test_eval_errors_are_one_paragraph(vae_smoke_run, tmp_path, capsys, monkeypatch):
+    # in-process: the console script's error path is tested in test_bad_inputs.py and test_train_cli.py
+    monkeypatch.chdir(tmp_path)  # default run folders land here
+    genlab_main("eval", f"ckpt={tmp_path / 'missing.ckpt'}", expect=2)
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
     ckpt = vae_smoke_run / "checkpoints" / "last.ckpt"
-    proc = run_genlab(
+    genlab_main(
         "eval",
         f"ckpt={ckpt}",
         "metrics.backbone=classifier",
         "metrics.train_classifier_if_missing=false",
         f"paths.cache_dir={tmp_path / 'empty'}",
         f"hydra.run.dir={tmp_path / 'run'}",
-        cwd=tmp_path,
-        check=False,
+        expect=2,
     )
-    assert proc.returncode == 2 and "genlab train-classifier data=digits" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    err = capsys.readouterr().err
+    assert "genlab train-classifier data=digits" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

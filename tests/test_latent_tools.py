@@ -17,7 +17,7 @@ from genlab.errors import CheckpointError, ConfigError
 from genlab.latent import interpolation_path, lerp, slerp
 from genlab.runtime.checkpoint import load_run, resolve_device
 
-from .conftest import run_genlab
+from .conftest import genlab_main, run_genlab
 
 SIZE = 16  # digits, the smoke runs' data
 PAD = 2  # torchvision grid padding
@@ -70,7 +70,7 @@ def test_slerp_endpoints_equal_the_encoded_inputs(vae_smoke_run):
 
 # -- commands ------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_sample_reconstruct_interpolate_write_images_of_the_expected_size(vae_smoke_run, tmp_path):
+def test_sample_reconstruct_interpolate_write_images_of_the_expected_size(vae_smoke_run, tmp_path, capsys):
     ckpt = f"ckpt={vae_smoke_run / 'checkpoints' / 'last.ckpt'}"
 
     proc = run_genlab(
@@ -88,21 +88,24 @@ def test_sample_reconstruct_interpolate_write_images_of_the_expected_size(vae_sm
     samples = torch.load(tmp_path / "s" / "samples.pt")
     assert samples.shape == (12, 1, SIZE, SIZE) and 0 <= samples.min() and samples.max() <= 1
 
-    run_genlab("reconstruct", ckpt, "n=6", "per_row=3", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    # reconstruct and interpolate in-process (genlab.cli.main); sample above ran the console script
+    genlab_main("reconstruct", ckpt, "n=6", "per_row=3", f"hydra.run.dir={tmp_path / 'r'}")
     # 6 originals and 6 reconstructions, 3 a row: 4 rows
     width, height = Image.open(tmp_path / "r" / "reconstructions.png").size
     grid_width, grid_height = grid_size(rows=4, cols=3)
     assert height == grid_height and width > grid_width  # plus the original / reconstruction captions
-    check_interpolation(ckpt, tmp_path / "i")
+    check_interpolation(ckpt, tmp_path / "i", capsys)
 
 
 @pytest.mark.slow
-def test_interpolate_a_vaegan_checkpoint(vaegan_smoke_run, tmp_path):
-    check_interpolation(f"ckpt={vaegan_smoke_run / 'checkpoints' / 'last.ckpt'}", tmp_path / "i")
+def test_interpolate_a_vaegan_checkpoint(vaegan_smoke_run, tmp_path, capsys):
+    check_interpolation(f"ckpt={vaegan_smoke_run / 'checkpoints' / 'last.ckpt'}", tmp_path / "i", capsys)
 
 
-def check_interpolation(ckpt: str, out: Path) -> None:
-    proc = run_genlab("interpolate", ckpt, "pairs=3", "steps=5", f"hydra.run.dir={out}", cwd=out.parent)
+def check_interpolation(ckpt: str, out: Path, capsys) -> None:
+    capsys.readouterr()
+    genlab_main("interpolate", ckpt, "pairs=3", "steps=5", f"hydra.run.dir={out}")
+    stdout = capsys.readouterr().out
     for method in ("lerp", "slerp"):
         # one row per pair: the real start image, 5 path points, the real end image
         assert Image.open(out / f"interpolation_{method}.png").size == grid_size(rows=3, cols=7)
@@ -110,7 +113,7 @@ def check_interpolation(ckpt: str, out: Path) -> None:
         # frames: the 3 rows' images at one step, 2 x 2 tiles, enlarged 4x (to 64 px tiles)
         frame = grid_size(rows=2, cols=2, enlarged=False)
         assert gif.n_frames >= 2 and gif.size == tuple(4 * side for side in frame)
-        assert f"wrote {out / f'interpolation_{method}.gif'}" in proc.stdout
+        assert f"wrote {out / f'interpolation_{method}.gif'}" in stdout
 
 
 def test_foreign_checkpoint_exits_2_with_a_message(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from genlab.cli import main as cli_main
 from genlab.models import load_model
 
-from .conftest import read_metrics, run_genlab
+from .conftest import genlab_main, read_metrics, run_genlab
 
 
 def test_help_lists_commands(tmp_path):
@@ -50,18 +50,14 @@ def test_resume_continues_at_next_epoch(tmp_path):
         "test=false",
         "callbacks.sample_grid.every_n_epochs=9",
     ]
-    run_genlab("train", *common, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)
+    # in-process (genlab.cli.main): test_crash_resume.py resumes through the console script
+    genlab_main("train", *common, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'a'}")
     first = read_metrics(tmp_path / "a")
     assert first["epochs_completed"] == 2 and first["global_step"] == 8
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     before = torch.load(ckpt, map_location="cpu", weights_only=False)
-    run_genlab(
-        "train",
-        *common,
-        "trainer.max_epochs=3",
-        f"ckpt_path={ckpt}",
-        f"hydra.run.dir={tmp_path / 'b'}",
-        cwd=tmp_path,
+    genlab_main(
+        "train", *common, "trainer.max_epochs=3", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'b'}"
     )
     second = read_metrics(tmp_path / "b")
     assert second["epochs_completed"] == 3 and second["global_step"] == 12  # one more epoch, not three
@@ -73,9 +69,9 @@ def test_resume_continues_at_next_epoch(tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_result(tmp_path):
-    args = ["trainer=smoke", "test=false", "callbacks=none", "logger=none"]
+    args = ["trainer=smoke", "test=false", "callbacks=none", "logger=none", "threads=1"]  # one thread in both
     run_genlab("train", *args, f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)
-    run_genlab("train", *args, f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
+    genlab_main("train", *args, f"hydra.run.dir={tmp_path / 'b'}")  # another process, the same numbers
     assert read_metrics(tmp_path / "a")["metrics"] == read_metrics(tmp_path / "b")["metrics"]
 
 
