@@ -19,7 +19,9 @@ def only_run_dir(root: Path) -> Path:
     return runs[0]
 
 
+# the two DDP runs (two processes each) one after another in one xdist worker, not four processes at once
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")
 def test_ddp_two_cpu_processes_one_output_folder(tmp_path):
     # no hydra.run.dir given: rank 1 must find rank 0's timestamped folder by itself
     proc = run_genlab(
@@ -40,6 +42,7 @@ def test_ddp_two_cpu_processes_one_output_folder(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")
 def test_ddp_spawn_two_cpu_processes_one_output_folder(tmp_path):
     run_genlab(
         "train",

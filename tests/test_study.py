@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,10 @@ TINY = [
 
 
 @pytest.mark.slow
-def test_study_cli_reports_every_claim_and_family_and_resumes(tmp_path):
+def test_study_cli_reports_every_claim_and_family_and_resumes(tmp_path, classifier_cache):
+    shutil.copytree(
+        classifier_cache, tmp_path / "cache"
+    )  # the session's digits classifier: none trained here
     study_dir = tmp_path / "study"
     args = ["study", *TINY, f"study.dir={study_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
     first = run_genlab(*args, cwd=tmp_path, timeout=900)
@@ -154,7 +158,10 @@ def test_study_cli_reports_every_claim_and_family_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_study_survives_a_failed_family(tmp_path):
+def test_study_survives_a_failed_family(tmp_path, classifier_cache):
+    shutil.copytree(
+        classifier_cache, tmp_path / "cache"
+    )  # the session's digits classifier: none trained here
     study_dir = tmp_path / "study"
     proc = run_genlab(
         "study",
