@@ -106,12 +106,13 @@ def shared_mnist() -> Path:
 
 @pytest.fixture(scope="session")
 def vaegan_smoke_run(tmp_path_factory) -> Path:
-    """One VAE-GAN trained on digits with trainer=smoke through the console script; its run folder."""
+    """One VAE-GAN trained on digits with trainer=smoke (genlab train, in-process); its run folder."""
 
     def build(root: Path) -> None:
-        run_genlab(
-            "train", "model=vaegan", "trainer=smoke", "logger=none", f"hydra.run.dir={root / 'run'}", cwd=root
-        )
+        genlab_main(  # in-process: vae_smoke_run above is the console-script run
+            "train", "model=vaegan", "trainer=smoke", "logger=none", f"paths.cache_dir={root / 'cache'}",
+            f"hydra.run.dir={root / 'run'}",
+        )  # fmt: skip
 
     return built_once(tmp_path_factory, "vaegan_smoke", build) / "run"
 
@@ -122,12 +123,11 @@ def digits_classifier(tmp_path_factory) -> Path:
     cache/classifiers/ (the trained classifier); tests take a fresh copy through `classifier_cache`."""
 
     def build(root: Path) -> None:
-        run_genlab(
+        genlab_main(  # in-process (genlab.cli.main)
             "train-classifier",
             "steps=150",
             f"paths.cache_dir={root / 'cache'}",
             f"hydra.run.dir={root / 'tc'}",
-            cwd=root,
         )
 
     return built_once(tmp_path_factory, "digits_classifier", build)

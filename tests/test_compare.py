@@ -16,7 +16,7 @@ from genlab.errors import ConfigError
 from genlab.report.find import find_run_folders
 from genlab.report.judge import metric_direction, protocol_differences
 from genlab.report.read import read_run
-from tests.conftest import read_metrics, run_genlab
+from tests.conftest import genlab_main, read_metrics, run_genlab
 
 
 class ReportParser(HTMLParser):
@@ -66,7 +66,10 @@ def sweep_with_one_job(tmp_path_factory) -> Path:
     """A real one-job sweep (`genlab train -m`) with a different β, plus a job folder that never finished."""
     root = tmp_path_factory.mktemp("compare_sweep")
     sweep = root / "sweep"
-    run_genlab("train", "-m", "trainer=smoke", "model.beta=4", f"hydra.sweep.dir={sweep}", cwd=root)
+    genlab_main(  # in-process (genlab.cli.main); the compare command below runs as the console script
+        "train", "-m", "trainer=smoke", "model.beta=4", f"paths.cache_dir={root / 'cache'}",
+        f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
     (sweep / "7" / ".hydra").mkdir(parents=True)  # a failed job: config written, no metrics.json
     return sweep
 

@@ -16,7 +16,7 @@ from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.models.vaegan import VAEGAN
 
-from .conftest import built_once, run_genlab
+from .conftest import built_once, genlab_main
 from .test_config import compose_train
 
 FAMILIES = (VAE, GAN, VAEGAN)
@@ -24,12 +24,12 @@ FAMILIES = (VAE, GAN, VAEGAN)
 
 @pytest.fixture(scope="session")
 def cvae_smoke_run(tmp_path_factory) -> Path:
-    """A conditional VAE trained on digits with trainer=smoke through the console script; its run folder."""
+    """A conditional VAE trained on digits with trainer=smoke (genlab train, in-process); its run folder."""
 
     def build(root: Path) -> None:
-        run_genlab(
+        genlab_main(  # in-process (genlab.cli.main)
             "train", "model=vae", "model.conditional=true", "trainer=smoke", "logger=none",
-            f"hydra.run.dir={root / 'run'}", cwd=root,
+            f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={root / 'run'}",
         )  # fmt: skip
 
     return built_once(tmp_path_factory, "cvae_smoke", build) / "run"

@@ -24,7 +24,7 @@ from genlab.errors import ConfigError
 from genlab.runtime.checkpoint import read_checkpoint
 from genlab.runtime.run_folder import LOCK_NAME, RunLock
 
-from .conftest import GENLAB, genlab_env, read_metrics, run_genlab
+from .conftest import GENLAB, genlab_env, genlab_main, read_metrics, run_genlab
 
 # --- last.ckpt and cadence, on a tiny in-process Trainer ------------------------------------------------
 
@@ -313,8 +313,9 @@ def test_vaegan_run_survives_sigterm_and_kill_9_and_resumes_without_repeating_it
 @pytest.mark.slow
 def test_twenty_epoch_run_last_checkpoint_is_epoch_twenty(tmp_path):
     run = tmp_path / "run"
-    run_genlab(
+    genlab_main(  # in-process (genlab.cli.main): the VAE-GAN test above runs the console script
         "train",
+        f"paths.cache_dir={tmp_path / 'cache'}",
         "trainer=smoke",
         "trainer.max_epochs=20",
         "trainer.limit_train_batches=1",
@@ -325,7 +326,6 @@ def test_twenty_epoch_run_last_checkpoint_is_epoch_twenty(tmp_path):
         "print_config=false",
         "test=false",
         f"hydra.run.dir={run}",
-        cwd=tmp_path,
     )
     last = read_checkpoint(run / "checkpoints" / "last.ckpt")
     assert last["epoch"] == 19 and last["global_step"] == 20  # epoch 20 of 20 (0-based 19)

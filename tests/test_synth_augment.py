@@ -11,7 +11,7 @@ import torch
 
 from genlab.errors import ConfigError
 
-from .conftest import built_once, run_genlab
+from .conftest import built_once, genlab_main
 from .test_conditional import compose_command, cvae_smoke_run  # noqa: F401  (a session fixture)
 
 
@@ -20,9 +20,9 @@ def cvae_k5_run(tmp_path_factory) -> Path:
     """A conditional VAE trained (smoke) only on 5 digits per class: data.per_class_limit=5."""
 
     def build(root: Path) -> None:
-        run_genlab(
+        genlab_main(  # in-process (genlab.cli.main)
             "train", "model=vae", "model.conditional=true", "data.per_class_limit=5", "trainer=smoke",
-            "logger=none", f"hydra.run.dir={root / 'run'}", cwd=root,
+            "logger=none", f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={root / 'run'}",
         )  # fmt: skip
 
     return built_once(tmp_path_factory, "cvae_k5", build) / "run"
