@@ -46,7 +46,7 @@ def test_plan_has_one_job_per_family_seed_and_role(tmp_path):
     ]  # fmt: skip
     assert jobs[0].name == "vae seed=3" and jobs[0].status() == "pending"
     assert jobs[0].folder == tmp_path / "runs" / "main" / "vae" / "seed3"
-    assert budget_overrides(cfg.study) == ["trainer.max_epochs=15"]
+    assert budget_overrides(cfg.study) == ["trainer.max_epochs=6"]  # study=quick's budget
     timed = compose_study("study.budget=time", "study.minutes=1.5").study
     assert "++trainer.max_time=00:00:01:30" in budget_overrides(timed)
 
