@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.errors import ConfigError, bad_choice
-from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.base import GenerativeModel, OptimizerFactory, check_warmup
 
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # genlab name -> diffusers' beta_schedule
 SAMPLERS = ("ddim", "ddpm")
@@ -106,9 +106,11 @@ class Diffusion(GenerativeModel):
         num_classes: int | None = None,
         p_uncond: float = 0.1,
         guidance_scale: float = 1.5,
+        lr_warmup_steps: int = 0,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(optimizer)
+        check_warmup(lr_warmup_steps)
         self.setup_conditioning(conditional, num_classes)
         if not 0.0 <= p_uncond < 1.0:
             raise ConfigError(
@@ -427,7 +429,7 @@ class Diffusion(GenerativeModel):
         self._eval_step(batch, batch_idx, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.make_optimizer(self.unet.parameters())
+        return self.with_warmup(self.make_optimizer(self.unet.parameters()), self.hparams.lr_warmup_steps)
 
 
 def discretised_gaussian_log_likelihood(

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.base import GenerativeModel, OptimizerFactory, check_warmup
 
 
 # -- layers: each maps x -> (y, logdet) forward (data -> noise) and y -> x inverse ----------------------
@@ -140,12 +140,40 @@ def unsqueeze(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.pixel_shuffle(x, 2)
 
 
+class SplitPrior(nn.Module):
+    """Glow's learned prior for a factored-out half (Kingma & Dhariwal 2018, sec. 3 and their code's
+    `split2d`): z_out ~ N(μ(x_keep), σ(x_keep)²) with μ, log σ from a zero-initialised 3×3 convolution of
+    the half that flows on. Written as the affine map ε = (z_out - μ)/σ, so the code stays N(0, I) under the
+    model (log-determinant -Σ log σ) and sampling at temperature T draws z_out = μ + σ·T·ε as Glow does."""
+
+    def __init__(self, keep_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.net = nn.Conv2d(keep_channels, 2 * out_channels, 3, padding=1)
+        nn.init.zeros_(self.net.weight)
+        nn.init.zeros_(self.net.bias)
+
+    def _mean_log_scale(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, raw = self.net(keep).chunk(2, dim=1)
+        return mean, 3 * torch.tanh(raw / 3)  # log σ bounded to ±3: stable from the first step
+
+    def forward(self, out: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_scale = self._mean_log_scale(keep)
+        return (out - mean) * (-log_scale).exp(), -log_scale.flatten(1).sum(1)
+
+    def inverse(self, eps: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        mean, log_scale = self._mean_log_scale(keep)
+        return mean + eps * log_scale.exp()
+
+
 class ImageFlow(nn.Module):
     """The multiscale flow on logit space: x (B, C, H, W) -> (z (B, C·H·W), logdet)."""
 
-    def __init__(self, image_size: int, channels: int, levels: int, steps: int, hidden: int) -> None:
+    def __init__(
+        self, image_size: int, channels: int, levels: int, steps: int, hidden: int, split_prior: bool = False
+    ) -> None:
         super().__init__()
         self.shape = (channels, image_size, image_size)
+        self.priors = nn.ModuleList()  # one learned split prior per factored-out half (split_prior=true)
         self.checker = nn.ModuleList(
             AffineCoupling(channels, hidden, mask) for mask in ("checker0", "checker1")
         )
@@ -160,6 +188,8 @@ class ImageFlow(nn.Module):
                 seed += 1
             self.levels.append(layers)
             if level < levels - 1:
+                if split_prior:
+                    self.priors.append(SplitPrior(ch - ch // 2, ch // 2))
                 ch -= ch // 2  # factor out half the channels to the prior
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,8 +206,11 @@ class ImageFlow(nn.Module):
                 logdet = logdet + ld
             if i < len(self.levels) - 1:
                 half = x.shape[1] // 2
-                out.append(x[:, :half].flatten(1))
-                x = x[:, half:]
+                factored, x = x[:, :half], x[:, half:]
+                if self.priors:
+                    factored, ld = self.priors[i](factored, x)
+                    logdet = logdet + ld
+                out.append(factored.flatten(1))
         out.append(x.flatten(1))
         return torch.cat(out, 1), logdet
 
@@ -196,7 +229,8 @@ class ImageFlow(nn.Module):
         x = parts[-1]
         for i in reversed(range(len(self.levels))):
             if i < len(self.levels) - 1:
-                x = torch.cat([parts[i], x], 1)
+                factored = self.priors[i].inverse(parts[i], x) if self.priors else parts[i]
+                x = torch.cat([factored, x], 1)
             for layer in reversed(self.levels[i]):
                 x = layer.inverse(x)
             x = unsqueeze(x)
@@ -282,9 +316,12 @@ class Flow(GenerativeModel):
         mlp_depth: int = 2,
         alpha: float = 0.05,
         temperature: float = 1.0,
+        split_prior: bool = False,
+        lr_warmup_steps: int = 0,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(optimizer)
+        check_warmup(lr_warmup_steps)
         if temperature <= 0:
             raise ConfigError(f"model.temperature={temperature!r} must be positive (1 samples the model).")
         if not 0 < alpha < 0.5:
@@ -312,7 +349,7 @@ class Flow(GenerativeModel):
             self.save_hyperparameters(ignore=["optimizer"])
             self.hparams.levels = levels
             self.shape: tuple[int, ...] = (channels, image_size, image_size)
-            self.flow: nn.Module = ImageFlow(image_size, channels, levels, steps, hidden)
+            self.flow: nn.Module = ImageFlow(image_size, channels, levels, steps, hidden, split_prior)
         else:
             self.save_hyperparameters(ignore=["optimizer"])
             self.shape = (data_dim,)
@@ -410,4 +447,4 @@ class Flow(GenerativeModel):
         self._eval_step(batch, batch_idx, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.make_optimizer(self.parameters())
+        return self.with_warmup(self.make_optimizer(self.parameters()), self.hparams.lr_warmup_steps)
