@@ -148,3 +148,24 @@ def test_flow_through_the_cli_on_digits_and_on_the_ring(tmp_path):
         OMP_NUM_THREADS="1",
     )
     assert math.isfinite(read_metrics(ring)["metrics"]["test/loss"])
+
+
+def test_lr_warmup_ramps_the_learning_rate_linearly_then_holds_it():
+    from functools import partial
+
+    model = Flow(
+        image_size=4, channels=1, steps=1, hidden=4, lr_warmup_steps=4,
+        optimizer=partial(torch.optim.Adam, lr=1e-3),
+    )  # fmt: skip
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"  # per optimizer step, not per epoch
+    seen = []
+    for _ in range(6):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert isinstance(Flow(image_size=4, channels=1).configure_optimizers(), torch.optim.Adam)  # 0: none
+    with pytest.raises(ConfigError, match="lr_warmup_steps"):
+        Flow(lr_warmup_steps=-1)
