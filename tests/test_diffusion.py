@@ -9,7 +9,7 @@ import torch
 
 from genlab.errors import ConfigError
 from genlab.models.diffusion import Diffusion
-from tests.conftest import read_metrics, run_genlab
+from tests.conftest import genlab_main, read_metrics, run_genlab
 
 
 def tiny(**kw) -> Diffusion:
@@ -115,7 +115,8 @@ def test_bad_settings_are_config_errors():
 
 @pytest.mark.slow
 def test_diffusion_through_the_cli_train_sample_interpolate_anomaly(tmp_path):
-    """Train and sample through the console script; interpolate and anomaly in-process on the checkpoint."""
+    """Train through the console script; sample through genlab.cli.main; interpolate and anomaly in-process on
+    the checkpoint."""
     from genlab.commands.anomaly import anomaly
     from genlab.commands.interpolate import interpolate
     from tests.test_conditional import compose_command
@@ -143,7 +144,7 @@ def test_diffusion_through_the_cli_train_sample_interpolate_anomaly(tmp_path):
     )
     assert math.isfinite(read_metrics(run)["metrics"]["test/loss"])
     ckpt = f"ckpt={run / 'checkpoints' / 'last.ckpt'}"
-    run_genlab("sample", ckpt, "n=4", f"hydra.run.dir={tmp_path / 's'}", cwd=tmp_path, OMP_NUM_THREADS="1")
+    genlab_main("sample", ckpt, "n=4", f"hydra.run.dir={tmp_path / 's'}")  # in-process: no second start-up
     assert (tmp_path / "s" / "samples.png").is_file()
     interpolate(compose_command("interpolate", tmp_path / "i", [ckpt, "pairs=1", "steps=3", "device=cpu"]))
     assert (tmp_path / "i" / "interpolation_slerp.png").is_file()

@@ -9,7 +9,7 @@ import torch
 
 from genlab.errors import ConfigError
 from genlab.models.flow import Flow
-from tests.conftest import read_metrics, run_genlab
+from tests.conftest import genlab_main, read_metrics, run_genlab
 
 
 def initialised(model: Flow, x: torch.Tensor) -> Flow:
@@ -108,8 +108,8 @@ def test_bad_settings_are_config_errors():
 
 @pytest.mark.slow
 def test_flow_through_the_cli_on_digits_and_on_the_ring(tmp_path):
-    """Train and sample through the console script; interpolate and anomaly in-process on the checkpoint;
-    the ring preset trains the MLP flow for points."""
+    """Train through the console script; sample through genlab.cli.main; interpolate and anomaly in-process
+    on the checkpoint; the ring preset trains the MLP flow for points (genlab.cli.main)."""
     from genlab.commands.anomaly import anomaly
     from genlab.commands.interpolate import interpolate
     from tests.test_conditional import compose_command
@@ -131,21 +131,20 @@ def test_flow_through_the_cli_on_digits_and_on_the_ring(tmp_path):
     )
     assert 0 < read_metrics(run)["metrics"]["test/bpd"] < 8.5
     ckpt = f"ckpt={run / 'checkpoints' / 'last.ckpt'}"
-    run_genlab("sample", ckpt, "n=4", f"hydra.run.dir={tmp_path / 's'}", cwd=tmp_path, OMP_NUM_THREADS="1")
+    genlab_main("sample", ckpt, "n=4", f"hydra.run.dir={tmp_path / 's'}")  # in-process: no second start-up
     assert (tmp_path / "s" / "samples.png").is_file()
     interpolate(compose_command("interpolate", tmp_path / "i", [ckpt, "pairs=1", "steps=3", "device=cpu"]))
     assert (tmp_path / "i" / "interpolation_slerp.png").is_file()
     anomaly(compose_command("anomaly", tmp_path / "a", [ckpt, "data.anomaly_classes=[9]", "device=cpu"]))
     assert "test/auroc/nll" in read_metrics(tmp_path / "a")["metrics"]
     ring = tmp_path / "ring"
-    run_genlab(
+    genlab_main(
         "train",
         "experiment=flow_ring",
         "trainer=smoke",
         "logger=none",
         f"hydra.run.dir={ring}",
-        cwd=tmp_path,
-        OMP_NUM_THREADS="1",
+        f"paths.cache_dir={tmp_path / 'cache'}",
     )
     assert math.isfinite(read_metrics(ring)["metrics"]["test/loss"])
 
