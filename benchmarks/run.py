@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     # sampling
     parser.add_argument("--ddim-steps", default="10,20,50,100", help="sampling: DDIM step counts")
     # speed options (torch.compile costs minutes per family on CPU)
-    parser.add_argument("--speed-families", default="vae,gan,diffusion")
+    parser.add_argument("--speed-families", default="vae,gan")
     # quality
     parser.add_argument("--budget-min", type=float, default=5.0, help="quality: training minutes per family")
     parser.add_argument("--inception-n", type=int, default=300)
