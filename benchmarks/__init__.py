@@ -1,2 +1,3 @@
-"""genlab's benchmarks: training throughput, start-up, evaluation throughput and quality per budget, each
-measured against a baseline in the same run. Run them all with `make bench` (`python -m benchmarks.run`)."""
+"""genlab's benchmarks: training throughput, start-up, evaluation throughput and quality on the MNIST
+protocol, each measured against a baseline in the same run. Run them all with `make bench`
+(`python -m benchmarks.run`)."""

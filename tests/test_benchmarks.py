@@ -138,11 +138,12 @@ def test_quality_tiny_trains_and_scores(tmp_path):
     if not (SHARED_MNIST / "MNIST" / "raw").is_dir():
         pytest.skip("real MNIST not available")
     result = run_tiny("quality", tmp_path)
-    vae = result["families"]["vae"]
-    assert vae["global_step"] >= 1
-    metrics = vae["classifier"]["metrics"]
-    assert vae["classifier"]["n_fake"] == 32 and metrics["fid"] >= 0 and metrics["recon_mse"] >= 0
-    assert 1 <= metrics["class_coverage_hit"] <= 10
+    vae, baseline = result["runs"]
+    assert (vae["family"], baseline["family"]) == ("vae", "dcgan_hand")
+    assert vae["global_step"] >= 1 and vae["fid"] >= 0 and vae["recon_mse"] >= 0
+    assert 0 <= vae["confident_fraction"] <= 1 and vae["train_cpu_s"] > 0
+    assert baseline["fid"] >= 0 and baseline["params"] == {"generator": 251_457, "discriminator": 138_817}
+    assert "dcgan_hand" in result["table"] and set(result["summary"]) == {"vae", "dcgan_hand"}
 
 
 def test_sampling_tiny_times_ddpm_and_ddim(tmp_path):
