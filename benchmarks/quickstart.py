@@ -1,6 +1,7 @@
-"""The quick-start (`make run`'s training command) measured: wall time of the training, and whether its
-samples are recognisable digits: the confident fraction (share of 1,000 prior samples the domain
-classifier puts in one class with probability >= 0.9) from `genlab eval metrics.backbone=classifier`.
+"""The quick-start (`make run`'s training command, `genlab train experiment=quickstart`) measured: wall
+time of the training, and whether its samples are recognisable digits: the confident fraction (share of
+1,000 prior samples the domain classifier puts in one class with probability >= 0.9) from
+`genlab eval metrics.backbone=classifier`, and for the conditional quick-start whether label k gives a k.
 
     python -m benchmarks.quickstart [extra train overrides ...] [--out DIR] [--name LABEL]
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.common import BIN, REPO, child_env
 
-QUICKSTART = ["train", "model=vaegan", "trainer=cpu", "trainer.max_epochs=20"]
+QUICKSTART = ["train", "experiment=quickstart"]
 
 
 def measure(overrides: list[str], out: Path, cache_dir: Path, base: list[str] | None = None) -> dict:
@@ -53,6 +54,10 @@ def measure(overrides: list[str], out: Path, cache_dir: Path, base: list[str] | 
         "class_kl": round(metrics["class_coverage_kl"], 3),
         "fid_classifier": round(metrics["fid"], 2),
         "recon_mse": metrics.get("recon_mse"),
+        # conditional models: share of samples asked for class k that the classifier puts in class k, and
+        # within-class spread relative to real digits (1 = as diverse as the data)
+        "cond_accuracy": metrics.get("cond_accuracy"),
+        "intra_class_diversity": metrics.get("intra_class_diversity"),
         "run_dir": str(out),
     }
 
