@@ -138,7 +138,7 @@ def test_quality_tiny_trains_and_scores(tmp_path):
     if not (SHARED_MNIST / "MNIST" / "raw").is_dir():
         pytest.skip("real MNIST not available")
     result = run_tiny("quality", tmp_path)
-    vae, baseline = result["runs"]
+    baseline, vae = result["runs"]  # the baseline runs first in each seed
     assert (vae["family"], baseline["family"]) == ("vae", "dcgan_hand")
     assert vae["global_step"] >= 1 and vae["fid"] >= 0 and vae["recon_mse"] >= 0
     assert 0 <= vae["confident_fraction"] <= 1 and vae["train_cpu_s"] > 0
