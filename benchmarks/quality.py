@@ -323,7 +323,10 @@ def benchmark(
         + f"\n\n{backbone} FID with n = {n} real (test) and generated; {epochs} epochs, batch 64, latent 16; "
         f"seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds. {BASELINE} = "
         "benchmarks/dcgan_baseline.py. Verdicts: "
-        + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in passed.items())
+        + (
+            ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in passed.items())
+            or "none (a family is missing)"
+        )
         + (". FID ratios: " + "; ".join(ratios) if ratios else ""),
     }
 
