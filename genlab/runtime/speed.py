@@ -1,6 +1,7 @@
 """Trainer-level speed options, `speed.*` in conf/train.yaml (mixed precision is Lightning's own
-`trainer.precision`). What each one measured on CPU is in benchmarks/results/speed_options.json; the ones that
-did not pay on CPU are off by default.
+`trainer.precision`). What each one measured on CPU is in benchmarks/results/speed_options.json; both are off
+by default (channels-last paid 1.09-1.15x for the VAE and GAN but is unmeasured for diffusion and flow;
+compile was slower on CPU).
 
 - `speed.channels_last`: convolution weights (and so activations) in NHWC memory order, the layout oneDNN
   and cuDNN's tensor-core kernels prefer;
