@@ -228,7 +228,7 @@ def hand_vaegan(model, loader, optimizers, warmup: int) -> dict[str, float]:
     """genlab.models.vaegan.VAEGAN.training_step (Larsen et al. 2016, Algorithm 1): encoder by KL +
     feature NLL, decoder by γ·feature NLL + GAN loss, discriminator by the GAN loss on real vs
     reconstructed and prior images, all three gradients from one discriminator pass, with the authors'
-    equilibrium gating when model.margin is set."""
+    equilibrium gating when model.margin is set and the decoder's EMA when model.ema is on."""
     import math
 
     import torch
@@ -249,6 +249,7 @@ def hand_vaegan(model, loader, optimizers, warmup: int) -> dict[str, float]:
         return (True, True) if not (update_dec or update_disc) else (update_dec, update_disc)
 
     enc, dec, disc, layer_index = model.encoder, model.decoder, model.discriminator, model.feature_index
+    dec_ema, dec_steps = getattr(model, "decoder_ema", None), int(getattr(model, "dec_steps", 0))
     half_log_2pi = 0.5 * math.log(2 * math.pi)
     window = Window(warmup)
     for i, (x, _) in enumerate(loader):
@@ -280,6 +281,14 @@ def hand_vaegan(model, loader, optimizers, warmup: int) -> dict[str, float]:
         opt_enc.step()
         if update_dec:
             opt_dec.step()
+            if dec_ema is not None:  # model.ema: the decoder's EMA, warm-up min(decay, (1+t)/(10+t))
+                with torch.no_grad():
+                    decay = min(hp.ema_decay, (1 + dec_steps) / (10 + dec_steps))
+                    for ema_p, p in zip(dec_ema.parameters(), dec.parameters(), strict=True):
+                        ema_p.lerp_(p, 1 - decay)
+                    for ema_b, b in zip(dec_ema.buffers(), dec.buffers(), strict=True):
+                        ema_b.copy_(b)
+            dec_steps += 1
         if update_disc:
             opt_disc.step()
         window.batch_end(i)
