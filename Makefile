@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_FLAGS ?=
+# one pytest-xdist worker per core (2 on the CI machine); PYTEST_WORKERS=0 runs the suite in one process
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: install run test test-fast lint format bench clean
 
@@ -31,10 +34,10 @@ run: install
 	$(BIN)/genlab interpolate ckpt=$(QUICKSTART)/checkpoints/last.ckpt hydra.run.dir=$(QUICKSTART)/interpolate
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_FLAGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_XDIST) $(PYTEST_FLAGS)
 
 lint: install
 	$(BIN)/ruff check genlab tests benchmarks
