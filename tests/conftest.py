@@ -24,10 +24,28 @@ GENLAB = Path(sys.executable).parent / "genlab"
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
+# the files holding the longest tests (measured with --durations), longest first
+LONGEST_FIRST = (
+    "test_study.py",
+    "test_benchmarks.py",
+    "test_flow.py",
+    "test_gan.py",
+    "test_metrics_inception.py",
+)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Slow tests first (a stable sort: the order within each group stays): in xdist workers the long
-    tests then start early instead of leaving one worker busy with the last of them while the other idles."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow tests first, those of the longest files before the rest (a stable sort: the order within each
+    group stays): in xdist workers the long tests then start early instead of leaving one worker busy with
+    the last of them while the other idles."""
+
+    def rank(item) -> tuple[bool, int]:
+        name = item.path.name
+        return item.get_closest_marker("slow") is None, LONGEST_FIRST.index(
+            name
+        ) if name in LONGEST_FIRST else 99
+
+    items.sort(key=rank)
 
 
 def genlab_env(**extra: str) -> dict[str, str]:
