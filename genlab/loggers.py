@@ -101,6 +101,19 @@ def finish_wandb(exit_code: int = 0) -> None:
         wandb.run.finish(exit_code=exit_code)
 
 
+def rewrite_csv(path: Path, fieldnames: list[str], rows: list[dict]) -> None:
+    """Replace the CSV file at `path` with `rows` under `fieldnames`, atomically (a temp file beside it,
+    then a rename): a crash leaves the old file or the new one, never half of one."""
+    import csv
+
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
 def csv_logger(save_dir: str, name: str = "csv", version: str = "", **kwargs):
     """Lightning's CSVLogger whose `metrics.csv` survives a resume into the same run folder.
 
@@ -129,12 +142,7 @@ def csv_logger(save_dir: str, name: str = "csv", version: str = "", **kwargs):
             path = Path(self.metrics_file_path)
             with open(path, newline="") as handle:
                 rows = list(csv.DictReader(handle))
-            tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-            with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=fieldnames)
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(tmp, path)
+            rewrite_csv(path, fieldnames, rows)
 
     class AppendingCSVLogger(CSVLogger):
         @property
@@ -162,11 +170,6 @@ def csv_logger(save_dir: str, name: str = "csv", version: str = "", **kwargs):
             kept = [r for r in rows if not r.get("step") or float(r["step"]) < step]
             if len(kept) == len(rows):
                 return
-            tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-            with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(kept)
-            os.replace(tmp, path)
+            rewrite_csv(path, fields, kept)
 
     return AppendingCSVLogger(save_dir=save_dir, name=name, version=version, **kwargs)
