@@ -10,20 +10,34 @@ from pathlib import Path
 from genlab.runtime.launch import run_command
 
 
+def metrics_table(title: str, metrics: dict, number: str):
+    """A rich table of metric name -> value (`number` formats floats; None shows as n/a)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(
+            name, "n/a" if value is None else number.format(value) if isinstance(value, float) else str(value)
+        )
+    return table
+
+
+def write_metrics(cfg, payload: dict) -> Path:
+    """metrics.json of this evaluation in the run's output folder."""
+    output = Path(cfg.paths.output_dir) / "metrics.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return output
+
+
 def print_table(result, console=None) -> None:
     """The metrics and the protocol as a rich table on the console."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
-    table = Table(title="genlab eval", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in result.scalars().items():
-        table.add_row(
-            name, "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-        )
-    console.print(table)
+    console.print(metrics_table("genlab eval", result.scalars(), "{:.4f}"))
     p = result.protocol
     console.print(
         f"backbone={p.backbone} ({p.feature_dim}-d, {p.weights_source}, sha256 {p.weights_sha256[:12]}…) "
@@ -84,9 +98,7 @@ def evaluate(cfg) -> dict:
             "seconds": round(time.perf_counter() - start, 2),
         }
     )
-    output = Path(cfg.paths.output_dir) / "metrics.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    output = write_metrics(cfg, payload)
     print_table(result)
     echo(f"metrics written to {output}")
     return payload
@@ -96,7 +108,6 @@ def evaluate_mixture(cfg, run, datamodule, settings, start: float) -> dict:
     """2-D mixtures (ring, grid) have no images to put through a feature network: they are scored by mode
     coverage, with at least 2,500 samples as the mode-collapse literature does."""
     from rich.console import Console
-    from rich.table import Table
 
     from genlab.console import echo
     from genlab.metrics.mode_coverage import evaluate_points
@@ -112,15 +123,9 @@ def evaluate_mixture(cfg, run, datamodule, settings, start: float) -> dict:
             "seconds": round(time.perf_counter() - start, 2),
         }
     )
-    output = Path(cfg.paths.output_dir) / "metrics.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    table = Table(title=f"genlab eval: {run.model.family} on {datamodule.name}", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in payload["metrics"].items():
-        table.add_row(name, "n/a" if value is None else f"{value:.4g}")
-    Console().print(table)
+    output = write_metrics(cfg, payload)
+    title = f"genlab eval: {run.model.family} on {datamodule.name}"
+    Console().print(metrics_table(title, payload["metrics"], "{:.4g}"))
     echo(f"{n} samples, seed {settings.seed}; samples per mode: {payload['details']['counts_per_mode']}")
     echo(f"metrics written to {output}")
     return payload
