@@ -142,13 +142,15 @@ def run_sweep(command: list[str], env: dict[str, str]) -> subprocess.CompletedPr
     the sweep is stopped too, so no training goes on without its study: the sweep's jobs save a resumable
     last.ckpt on the signal, and the next `genlab study` retrains what did not complete."""
     import signal
+    import threading
 
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def stop(signum, frame):  # a SIGTERM to the study becomes an exception that stops the sweep below
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, stop) if threading_main() else None
+    in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, stop) if in_main else None
     try:
         stdout, stderr = proc.communicate()
     except BaseException:
@@ -162,12 +164,6 @@ def run_sweep(command: list[str], env: dict[str, str]) -> subprocess.CompletedPr
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def run_pending(study, jobs: list[StudyJob], data_overrides: list[str], log=print) -> list[StudyJob]:
