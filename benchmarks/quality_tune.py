@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -101,7 +102,32 @@ def run(
                 out[f"test_mse{suffix}"] = round(float((model.reconstruct(x) - x).pow(2).mean()), 5)
 
     score("")
-    # an EMA model is also scored with its trained weights: the same run says what the average gives
+    # the same run scored without each sampling-time option, so "option off" costs no extra training:
+    # the sampling prior N(0, I) instead of the fitted mixture (sample_prior=gmm), and the trained weights
+    # instead of their EMA
+    if getattr(model, "sample_prior", "normal") == "gmm":
+        model.sample_prior = "normal"
+        score("_normal")
+        model.sample_prior = "gmm"
+    if getattr(model, "generator_ema", None) is not None:
+        # batch-norm statistics recomputed for the EMA weights ("standing statistics", Brock et al. 2019)
+        # instead of the trained generator's running statistics
+        import copy
+
+        saved = copy.deepcopy(model.generator_ema.state_dict())
+        net = model.generator_ema
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(123)
+            for _ in range(20):
+                net(torch.randn(64, model.latent_dim, generator=gen))
+        net.eval()
+        score("_standing")
+        model.generator_ema.load_state_dict(saved)
     for attr in ("generator_ema", "decoder_ema"):
         if getattr(model, attr, None) is not None:
             setattr(model, attr, None)
@@ -125,7 +151,6 @@ def main(argv: list[str] | None = None) -> None:
     result = run(
         args.data, args.epochs, args.overrides, args.backbone, args.n, args.seed, args.cache, args.grid
     )
-    import os
 
     row = {
         "name": args.name,

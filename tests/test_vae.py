@@ -60,3 +60,54 @@ def test_training_lowers_validation_reconstruction_error(likelihood):
     trainer.fit(model, datamodule=dm)
     after = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/recon_mse"]
     assert after < 0.6 * before, (before, after)
+
+
+def test_gmm_prior_is_fitted_each_epoch_checkpointed_and_sampled(tmp_path):
+    """sample_prior=gmm (Ghosh et al. 2020): the mixture is fitted to the training posterior means at the
+    end of training, saved with the weights, and is what sample() draws z from."""
+    from genlab.models.loading import load_model
+
+    torch.set_num_threads(1)
+    pl.seed_everything(0, verbose=False)
+    model = VAE(latent_dim=4, width=8, sample_prior="gmm", gmm_components=3, gmm_fit_images=300)
+    assert not model.gmm_fitted  # before training: N(0, I)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    dm = DigitsDataModule(batch_size=32)
+    trainer.fit(model, datamodule=dm)
+    assert model.gmm_fitted
+    assert torch.isclose(model.gmm_weights.sum(), torch.tensor(1.0))
+    # the mixture describes the posterior means it was fitted to: same mean and spread
+    model.eval()
+    x = torch.stack([dm.train_set[i][0] for i in range(300)])
+    with torch.no_grad():
+        mu = model.encode(x)[0]
+        z = model.prior_latents(20000, torch.Generator().manual_seed(0))
+    assert torch.allclose(z.mean(0), mu.mean(0), atol=0.1 * float(mu.std()))
+    assert torch.allclose(z.std(0), mu.std(0), rtol=0.15)
+    # samples decode those latents, not N(0, I) ones
+    a = model.sample(6, generator=torch.Generator().manual_seed(1))
+    model.sample_prior = "normal"
+    assert not torch.equal(a, model.sample(6, generator=torch.Generator().manual_seed(1)))
+    model.sample_prior = "gmm"
+    trainer.save_checkpoint(tmp_path / "vae.ckpt")
+    loaded = load_model(tmp_path / "vae.ckpt")  # weights_only=True: the mixture is plain tensors
+    assert loaded.gmm_fitted
+    assert torch.equal(loaded.sample(6, generator=torch.Generator().manual_seed(1)), a)
+
+
+def test_bad_prior_options_name_the_valid_choices():
+    with pytest.raises(ConfigError, match="sample_prior='flow'.*normal, gmm"):
+        VAE(sample_prior="flow")
+    with pytest.raises(ConfigError, match="gmm_components=0"):
+        VAE(sample_prior="gmm", gmm_components=0)
+    with pytest.raises(ConfigError, match="conditional"):
+        VAE(sample_prior="gmm", conditional=True, num_classes=10)

@@ -22,8 +22,11 @@ import pytorch_lightning as pl
 import torch
 
 from genlab import __version__
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, bad_choice
 from genlab.nets.conditioning import with_label_maps, with_label_vector
+
+# where samples draw z from (GaussianEncoderDecoder.setup_prior)
+PRIORS = ("normal", "gmm")
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -179,10 +182,87 @@ class GaussianEncoderDecoder(GenerativeModel):
         labels = labels if self.conditional else None
         return self.decode(self.encode(x, labels)[0], labels)
 
+    # -- the sampling prior: N(0, I), or a Gaussian mixture fitted ex post to the posterior means -------
+    def setup_prior(self, sample_prior: str, gmm_components: int, gmm_fit_images: int) -> None:
+        """`sample_prior=gmm`: ex-post density estimation (Ghosh et al. 2020, "From variational to
+        deterministic autoencoders", sec. 4): a full-covariance Gaussian mixture is fitted to the posterior
+        means of (up to `gmm_fit_images`) training images at the end of every training epoch, and samples
+        draw z from it instead of N(0, I), so they avoid the prior's holes (regions no training image encodes
+        to). The mixture lives in buffers (weights, means, Cholesky factors), so it is saved in checkpoints
+        and loads with weights_only=True; until the first fit, samples come from N(0, I)."""
+        if sample_prior not in PRIORS:
+            raise bad_choice("model.sample_prior", sample_prior, PRIORS)
+        if not isinstance(gmm_components, int) or gmm_components < 1:
+            raise ConfigError(f"model.gmm_components={gmm_components!r} must be an integer >= 1 (e.g. 10).")
+        if not isinstance(gmm_fit_images, int) or gmm_fit_images < gmm_components:
+            raise ConfigError(
+                f"model.gmm_fit_images={gmm_fit_images!r} must be an integer >= model.gmm_components "
+                f"({gmm_components}): the mixture is fitted to that many training images."
+            )
+        if sample_prior == "gmm" and self.conditional:
+            raise ConfigError(
+                "model.sample_prior=gmm is for unconditional models: a conditional model samples by class "
+                "from N(0, I). Use model.sample_prior=normal with model.conditional=true."
+            )
+        self.sample_prior = sample_prior
+        self.gmm_fit_images = gmm_fit_images
+        if sample_prior == "gmm":
+            k, d = gmm_components, self.latent_dim
+            self.register_buffer("gmm_weights", torch.zeros(k))  # all zero = not fitted yet
+            self.register_buffer("gmm_means", torch.zeros(k, d))
+            self.register_buffer("gmm_scale_tril", torch.eye(d).repeat(k, 1, 1))
+
+    @property
+    def gmm_fitted(self) -> bool:
+        return self.sample_prior == "gmm" and bool(self.gmm_weights.sum() > 0)
+
+    def prior_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latents from the sampling prior (on CPU with `generator`, then moved to the model's device)."""
+        if not getattr(self, "sample_prior", "normal") == "gmm" or not self.gmm_fitted:
+            return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        component = torch.multinomial(self.gmm_weights.cpu(), n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.latent_dim, 1, generator=generator)
+        z = self.gmm_means.cpu()[component] + (self.gmm_scale_tril.cpu()[component] @ eps).squeeze(-1)
+        return z.to(self.device)
+
+    @torch.no_grad()
+    def fit_prior(self, images) -> None:
+        """Fit the Gaussian mixture to the posterior means of `images` (an iterable of image batches)."""
+        from sklearn.mixture import GaussianMixture
+
+        was_training = self.training
+        self.eval()
+        try:
+            mu = torch.cat([self.encode(x.to(self.device))[0].float().cpu() for x in images])
+        finally:
+            self.train(was_training)
+        k = len(self.gmm_weights)
+        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-5, random_state=0).fit(
+            mu.double().numpy()
+        )
+        self.gmm_weights.copy_(torch.as_tensor(gmm.weights_))
+        self.gmm_means.copy_(torch.as_tensor(gmm.means_))
+        self.gmm_scale_tril.copy_(torch.linalg.cholesky(torch.as_tensor(gmm.covariances_)))
+
+    def training_images(self):
+        """Batches of (up to gmm_fit_images) training images in a fixed order, for fitting the prior."""
+        dataset = self.trainer.train_dataloader.dataset
+        n = min(len(dataset), self.gmm_fit_images)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=256)
+        return (batch[0] for batch in loader)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # at the last batch of every epoch, before that epoch's validation, grids and checkpoint
+        if getattr(self, "sample_prior", "normal") == "gmm" and (
+            self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        ):
+            self.fit_prior(self.training_images())
+
     def sample(self, n: int, generator: torch.Generator | None = None, labels: Any = None) -> torch.Tensor:
-        """Images from the prior; pass a seeded CPU `generator` for the same images every call, and
-        `labels` (one class or n of them) to choose the classes of a conditional model."""
-        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        """Images from the sampling prior (N(0, I), or the fitted mixture with sample_prior=gmm); pass a
+        seeded CPU `generator` for the same images every call, and `labels` (one class or n of them) to
+        choose the classes of a conditional model."""
+        z = self.prior_latents(n, generator)
         if labels is not None and not self.conditional:
             self.class_labels(n, labels)  # the clear error
         return self.decode(z, labels)

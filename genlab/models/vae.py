@@ -30,6 +30,9 @@ class VAE(GaussianEncoderDecoder):
         conditional: bool = False,
         num_classes: int | None = None,
         upsample: str = "transpose",
+        sample_prior: str = "normal",
+        gmm_components: int = 10,
+        gmm_fit_images: int = 10000,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         super().__init__(optimizer)
@@ -46,6 +49,7 @@ class VAE(GaussianEncoderDecoder):
         self.save_hyperparameters(ignore=["optimizer"])
         self.setup_conditioning(conditional, num_classes)
         self.latent_dim = latent_dim
+        self.setup_prior(sample_prior, gmm_components, gmm_fit_images)
         n_cond = self.num_classes or 0  # one-hot label channels / units (0 when unconditional)
         # a Gaussian likelihood kept colour no better than the Bernoulli on 32 px photos in a short run
         # (benchmarks/results/rgb.md): the Bernoulli stays the default for grey and colour images

@@ -66,6 +66,9 @@ class VAEGAN(GaussianEncoderDecoder):
         ema_decay: float = 0.999,
         conditional: bool = False,
         num_classes: int | None = None,
+        sample_prior: str = "normal",
+        gmm_components: int = 10,
+        gmm_fit_images: int = 10000,
         optimizer: OptimizerFactory | None = None,
         optimizer_d: OptimizerFactory | None = None,
     ) -> None:
@@ -99,6 +102,7 @@ class VAEGAN(GaussianEncoderDecoder):
         self.optimizer_d_factory = optimizer_d
         self.dec_steps = 0  # decoder updates so far (the EMA warm-up clock); saved with checkpoints
         self.latent_dim = latent_dim
+        self.setup_prior(sample_prior, gmm_components, gmm_fit_images)
         n_cond = self.num_classes or 0  # one-hot label channels / units (0 when unconditional)
         self.encoder = ConvEncoder(image_size, channels + n_cond, 2 * latent_dim, width)
         self.decoder = ConvDecoder(latent_dim + n_cond, image_size, channels, width, upsample=upsample)
