@@ -93,6 +93,36 @@ def test_ddim_inversion_then_decoding_gives_the_image_back_and_samples_are_repea
     assert a.shape == (4, 1, 8, 8) and torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
 
 
+def test_v_prediction_target_and_its_conversion_to_epsilon():
+    """prediction=v: the target is v = √ᾱ ε - √(1-ᾱ) x_0 (Salimans & Ho 2022), and a network that outputs
+    exactly that v yields exactly the true ε from `eps` (so samplers and bound see an ε-model); training on
+    the v-target lowers the loss of a tiny U-Net."""
+    model = tiny(prediction="v")
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 1, 8, 8, generator=generator) * 2 - 1
+    noise = torch.randn(6, 1, 8, 8, generator=generator)
+    t = torch.tensor([0, 10, 30, 50, 80, 99])
+    ab = model.alphas_cumprod[t].view(-1, 1, 1, 1)
+    v = model.target(x0, t, noise)
+    assert torch.allclose(v, ab.sqrt() * noise - (1 - ab).sqrt() * x0)
+    x_t = model.q_sample(x0, t, noise)
+    model.net_output = lambda x, tt, ema=True, labels=None: v  # an oracle v-network
+    assert torch.allclose(model.eps(x_t, t), noise, atol=1e-5)
+    assert torch.equal(tiny().target(x0, t, noise), noise)  # ε-prediction regresses on ε itself
+
+    model = tiny(prediction="v").train()
+    data = torch.rand(16, 1, 8, 8, generator=generator).round()
+    opt = torch.optim.Adam(model.unet.parameters(), lr=1e-2)
+    losses = []
+    for step in range(20):
+        loss = model.diffusion_loss(data, torch.Generator().manual_seed(step % 3))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert sum(losses[-3:]) < 0.7 * sum(losses[:3]), losses
+
+
 def test_bound_is_positive_and_anomaly_score_per_image():
     model = tiny(vlb_timesteps=5)
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -109,6 +139,8 @@ def test_bad_settings_are_config_errors():
         tiny(sample_steps=0)
     with pytest.raises(ConfigError, match="model.schedule"):
         tiny(schedule="quadratic")
+    with pytest.raises(ConfigError, match="model.prediction"):
+        tiny(prediction="x0")
     with pytest.raises(ConfigError, match="2-D"):
         Diffusion(image_size=None, channels=None)
 

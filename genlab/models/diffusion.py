@@ -2,7 +2,10 @@
 
 The model learns ε_θ(x_t, t), the noise mixed into an image by the forward process
 q(x_t | x_0) = N(√ᾱ_t x_0, (1 - ᾱ_t) I) (Ho et al. 2020, eq. 4), with the simple loss
-E‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖² (their eq. 14). Images are scaled to [-1, 1].
+E‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖² (their eq. 14). Images are scaled to [-1, 1]. With
+`prediction=v` the network predicts v = √ᾱ_t ε - √(1-ᾱ_t) x_0 instead (Salimans & Ho 2022), a target that
+stays well scaled at high noise, where an ε-network's small errors become large errors in the implied x_0;
+its output is converted to ε, so samplers, bound and scores are the same code for both.
 
 Taken from diffusers (and why): `UNet2DModel` — a well-tested DDPM U-Net (ResNet blocks, sinusoidal time
 embedding, optional self-attention) that we only size from the data; `DDPMScheduler` — the noise schedules
@@ -39,6 +42,7 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, check_warmup
 
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # genlab name -> diffusers' beta_schedule
 SAMPLERS = ("ddim", "ddpm")
+PREDICTIONS = ("epsilon", "v")
 
 
 def unet_config(
@@ -95,6 +99,7 @@ class Diffusion(GenerativeModel):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         clip_sample: bool = True,
+        prediction: str = "epsilon",
         ema_decay: float = 0.999,
         sampler: str = "ddim",
         sample_steps: int = 50,
@@ -127,6 +132,8 @@ class Diffusion(GenerativeModel):
             raise bad_choice("model.schedule", schedule, tuple(SCHEDULES))
         if sampler not in SAMPLERS:
             raise bad_choice("model.sampler", sampler, SAMPLERS)
+        if prediction not in PREDICTIONS:
+            raise bad_choice("model.prediction", prediction, PREDICTIONS)
         if not isinstance(timesteps, int) or timesteps < 2:
             raise ConfigError(f"model.timesteps={timesteps!r} must be an integer >= 2 (DDPM uses 1000).")
         if not isinstance(sample_steps, int) or not 1 <= sample_steps <= timesteps:
@@ -196,17 +203,37 @@ class Diffusion(GenerativeModel):
     ) -> torch.Tensor:
         """ε_θ(x_t, t) from the EMA network (sampling, evaluation) or the trained one; a conditional model
         takes `labels` (None: the "no label" entry, i.e. the unconditional ε)."""
-        net = self.unet_ema if ema else self.unet
         t = (
             torch.as_tensor(t, device=x_t.device).expand(len(x_t))
             if not torch.is_tensor(t) or t.dim() == 0
             else t.to(x_t.device)
         )
+        out = self.net_output(x_t, t, ema, labels)
+        if self.hparams.prediction == "epsilon":
+            return out
+        # v = √ᾱ_t ε - √(1-ᾱ_t) x_0 (Salimans & Ho 2022) -> ε = √ᾱ_t v + √(1-ᾱ_t) x_t, so every sampler,
+        # the bound and the scores below work on ε whatever the network predicts
+        ab = self.alphas_cumprod.to(x_t.device)[t].view(-1, *([1] * (x_t.dim() - 1)))
+        return ab.sqrt() * out + (1 - ab).sqrt() * x_t
+
+    def net_output(
+        self, x_t: torch.Tensor, t: torch.Tensor, ema: bool = True, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The U-Net's raw output (ε or v, `model.prediction`) for a batch of timesteps `t`."""
+        net = self.unet_ema if ema else self.unet
         if not self.conditional:
             return net(x_t, t).sample
         if labels is None:
             labels = torch.full((len(x_t),), self.num_classes, dtype=torch.long)
         return net(x_t, t, class_labels=labels.to(x_t.device)).sample
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The regression target of `model.prediction`: ε (Ho et al. 2020) or v = √ᾱ_t ε - √(1-ᾱ_t) x_0
+        (Salimans & Ho 2022, sec. 4)."""
+        if self.hparams.prediction == "epsilon":
+            return noise
+        ab = self.alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
+        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
 
     def guided_eps(self, labels: torch.Tensor, guidance_scale: float | None = None):
         """ε̃(x_t, t) = ε(x_t, t) + s·(ε(x_t, t, y) − ε(x_t, t)) (Ho & Salimans 2022, eq. 6 with s = 1 + w)."""
@@ -385,17 +412,19 @@ class Diffusion(GenerativeModel):
     def diffusion_loss(
         self, x: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The simple ε-prediction loss (Ho et al. 2020, eq. 14) on images in [0, 1], with the trained net;
+        """The simple loss (Ho et al. 2020, eq. 14; the v-target of Salimans & Ho 2022 with
+        `prediction=v`) on images in [0, 1], with the trained net;
         a conditional model's `labels` are dropped to "no label" with probability p_uncond (Ho & Salimans
         2022, Algorithm 1)."""
         x0 = self.to_model(x)
         t = torch.randint(0, self.hparams.timesteps, (len(x0),), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        target = self.target(x0, t, noise)
         if not self.conditional:
-            return F.mse_loss(self.unet(self.q_sample(x0, t, noise), t).sample, noise)
+            return F.mse_loss(self.unet(self.q_sample(x0, t, noise), t).sample, target)
         drop = torch.rand(len(x0), generator=generator).to(x0.device) < self.hparams.p_uncond
         labels = torch.where(drop, self.num_classes, self.data_labels(labels, "training"))
-        return F.mse_loss(self.eps(self.q_sample(x0, t, noise), t, ema=False, labels=labels), noise)
+        return F.mse_loss(self.net_output(self.q_sample(x0, t, noise), t, ema=False, labels=labels), target)
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         loss = self.diffusion_loss(batch[0], labels=self.batch_labels(batch))
