@@ -36,6 +36,15 @@ def run_name_from_dir(save_dir: str) -> str:
     return "/".join(parts[-2:])
 
 
+def earlier_wandb_run(save_dir: str | Path) -> str | None:
+    """The id of the newest W&B run under `<save_dir>/wandb` (`run-<time>-<id>` online, `offline-run-<time>-
+    <id>` offline), or None. A run folder holds one genlab run (the run lock refuses a second one), so a W&B
+    run found there was started by an earlier process of this same run, which a resume continues."""
+    folders = [p for p in Path(save_dir, "wandb").glob("*run-*-*") if p.is_dir()]
+    newest = max(folders, key=lambda p: p.name.split("run-", 1)[1], default=None)  # by their time stamps
+    return newest.name.rsplit("-", 1)[1] if newest else None
+
+
 def wandb_logger(
     save_dir: str,
     project: str = "genlab",
@@ -43,6 +52,7 @@ def wandb_logger(
     name: str | None = None,
     log_model: bool = False,
     finish_timeout: float = 30.0,
+    id: str | None = None,  # noqa: A002  (W&B's name for it)
     **kwargs,
 ):
     """A WandbLogger that runs offline (a local `wandb/offline-run-*` folder, no account, no prompt) unless
@@ -50,7 +60,8 @@ def wandb_logger(
     online logging without credentials is an error rather than a login prompt that blocks the run.
     `WANDB_MODE=disabled` gives a logger whose calls do nothing and that writes no file. The end of the run
     waits at most `finish_timeout` seconds for W&B (W&B's own `finish_timeout` setting; unsent data stays
-    on disk for `wandb sync`)."""
+    on disk for `wandb sync`). A resumed run (the same run folder) continues its W&B run: same id, W&B's
+    resume="allow"; `id` names another run to continue instead."""
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
@@ -75,6 +86,7 @@ def wandb_logger(
             save_dir=save_dir,
             project=project,
             name=name,
+            id=id or earlier_wandb_run(save_dir),
             offline=offline,
             log_model=log_model,
             mode="offline" if offline else "online",

@@ -55,12 +55,40 @@ def test_many_loggers_wandb_offline_without_account_logs_images(tmp_path):
     assert "epoch 1/1 batch 4 | train loss" in proc.stdout and "\r" not in proc.stdout
     assert "wandb:" not in (proc.stdout + proc.stderr).lower()  # W&B's own banner lines stay silent
 
+    # a resume in the same folder continues the same W&B run (a second offline part with the same id)
+    run_genlab(
+        "train",
+        f"resume={run}",
+        "trainer.max_epochs=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "logger=many",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+        timeout=300,
+        HOME=str(home),
+        WANDB_MODE="",
+        WANDB_API_KEY="",
+    )
+    parts = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(parts) == 2 and len({p.name.rsplit("-", 1)[1] for p in parts}) == 1, parts
+
 
 def test_wandb_online_without_credentials_is_an_error_not_a_prompt(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="WANDB_API_KEY"):
         wandb_logger(save_dir=str(tmp_path), offline=False)
+
+
+def test_earlier_wandb_run_is_the_newest_run_folder(tmp_path):
+    from genlab.loggers import earlier_wandb_run
+
+    assert earlier_wandb_run(tmp_path) is None
+    for name in ("offline-run-20261125_101500-old1", "run-20261125_111500-new2", "latest-run"):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    (tmp_path / "wandb" / "debug.log").write_text("")
+    assert earlier_wandb_run(tmp_path) == "new2"
 
 
 def test_progress_is_rich_on_a_terminal_and_lines_in_a_pipe(monkeypatch):

@@ -162,7 +162,8 @@ def outliers(x: torch.Tensor) -> torch.Tensor:
     noise = torch.rand_like(x)
     shuffled = x.flatten(1)[:, torch.randperm(c * h * w)].view_as(x)
     grid = int(torch.randint(4, 8, ()))
-    blobs = F.interpolate(torch.rand(n, c, max(2, h // grid), max(2, w // grid)), size=(h, w), mode="bilinear")
+    coarse = torch.rand(n, c, max(2, h // grid), max(2, w // grid))
+    blobs = F.interpolate(coarse, size=(h, w), mode="bilinear")
     low, high = blobs.amin(dim=(1, 2, 3), keepdim=True), blobs.amax(dim=(1, 2, 3), keepdim=True)
     blobs = ((blobs - low) / (high - low + 1e-6) * 1.6 - 0.6).clamp(0, 1)  # dark background, bright blobs
     choice = kinds.view(n, 1, 1, 1)
