@@ -284,10 +284,8 @@ def hand_vaegan(model, loader, optimizers, warmup: int) -> dict[str, float]:
             if dec_ema is not None:  # model.ema: the decoder's EMA, warm-up min(decay, (1+t)/(10+t))
                 with torch.no_grad():
                     decay = min(hp.ema_decay, (1 + dec_steps) / (10 + dec_steps))
-                    for ema_p, p in zip(dec_ema.parameters(), dec.parameters(), strict=True):
-                        ema_p.lerp_(p, 1 - decay)
-                    for ema_b, b in zip(dec_ema.buffers(), dec.buffers(), strict=True):
-                        ema_b.copy_(b)
+                    torch._foreach_lerp_(list(dec_ema.parameters()), list(dec.parameters()), 1 - decay)
+                    torch._foreach_copy_(list(dec_ema.buffers()), list(dec.buffers()))
             dec_steps += 1
         if update_disc:
             opt_disc.step()

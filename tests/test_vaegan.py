@@ -24,7 +24,7 @@ class RecordLosses(Callback):
         self.losses.append({k: float(v) for k, v in outputs.items()})
 
 
-def fit(model: VAEGAN, batches: int, callbacks=(), epochs: int = 1) -> None:
+def fit(model: VAEGAN, batches: int, callbacks=(), epochs: int = 1) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=epochs,
@@ -37,6 +37,7 @@ def fit(model: VAEGAN, batches: int, callbacks=(), epochs: int = 1) -> None:
         callbacks=list(callbacks),
     )
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    return trainer
 
 
 @pytest.fixture(autouse=True)
@@ -87,9 +88,12 @@ def test_each_optimizer_changes_only_its_own_network(monkeypatch, update_dec, up
     monkeypatch.setattr(model, "gates", lambda real_cost, fake_cost: (update_dec, update_disc))
     nets = {"encoder": model.encoder, "decoder": model.decoder, "discriminator": model.discriminator}
     before = {name: parameters_of(net) for name, net in nets.items()}
-    fit(model, batches=1)
+    trainer = fit(model, batches=2)
     moved = {name: changed(before[name], net) for name, net in nets.items()}
     assert moved == {"encoder": True, "decoder": update_dec, "discriminator": update_disc}
+    # the gates' epoch means (counted per step, logged at epoch end)
+    logged = {k: float(trainer.callback_metrics[f"train/{k}"]) for k in ("dec_updated", "disc_updated")}
+    assert logged == {"dec_updated": float(update_dec), "disc_updated": float(update_disc)}
 
 
 def test_optimizers_hold_disjoint_networks():
@@ -140,6 +144,22 @@ def test_trainer_gradient_clipping_is_a_readable_error():
     trainer = pl.Trainer(accelerator="cpu", gradient_clip_val=1.0, logger=False, enable_progress_bar=False)
     with pytest.raises(ConfigError, match="gradient_clip_val=1.0 does not apply to the VAE-GAN"):
         trainer.fit(VAEGAN(width=8, disc_width=8), datamodule=DigitsDataModule(batch_size=32))
+
+
+def test_decoder_ema_step_is_the_warmed_up_lerp_and_copies_buffers():
+    model = VAEGAN(width=8, disc_width=8, latent_dim=4, ema=True, ema_decay=0.9)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(torch.randn_like(p))
+        for b in model.decoder.buffers():
+            b.add_(1)
+    ema_before, live = parameters_of(model.decoder_ema), parameters_of(model.decoder)
+    model.dec_steps = 2  # warm-up: decay min(0.9, 3/12) = 0.25
+    model.update_ema()
+    for e0, p, e in zip(ema_before, live, model.decoder_ema.parameters(), strict=True):
+        torch.testing.assert_close(e, e0 + 0.75 * (p - e0))
+    buffers = zip(model.decoder_ema.buffers(), model.decoder.buffers(), strict=True)
+    assert all(torch.equal(e, b) for e, b in buffers)
 
 
 def test_decoder_ema_is_trained_checkpointed_and_used_for_samples(tmp_path):

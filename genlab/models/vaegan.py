@@ -101,6 +101,7 @@ class VAEGAN(GaussianEncoderDecoder):
         self.automatic_optimization = False
         self.optimizer_d_factory = optimizer_d
         self.dec_steps = 0  # decoder updates so far (the EMA warm-up clock); saved with checkpoints
+        self.gate_counts = [0, 0, 0]  # this epoch's images, decoder-updated images, disc-updated images
         self.latent_dim = latent_dim
         self.setup_prior(sample_prior, gmm_components, gmm_fit_images)
         n_cond = self.num_classes or 0  # one-hot label channels / units (0 when unconditional)
@@ -140,10 +141,10 @@ class VAEGAN(GaussianEncoderDecoder):
         if self.decoder_ema is None:
             return
         decay = min(self.hparams.ema_decay, (1 + self.dec_steps) / (10 + self.dec_steps))
-        for ema_p, p in zip(self.decoder_ema.parameters(), self.decoder.parameters(), strict=True):
-            ema_p.lerp_(p, 1 - decay)
-        for ema_b, b in zip(self.decoder_ema.buffers(), self.decoder.buffers(), strict=True):
-            ema_b.copy_(b)  # batch-norm statistics follow the trained decoder
+        # one foreach call per list instead of a Python loop of per-tensor ops
+        torch._foreach_lerp_(list(self.decoder_ema.parameters()), list(self.decoder.parameters()), 1 - decay)
+        # batch-norm statistics follow the trained decoder
+        torch._foreach_copy_(list(self.decoder_ema.buffers()), list(self.decoder.buffers()))
 
     def layer_features(self, x: torch.Tensor) -> torch.Tensor:
         """Dis_l(x): the discriminator's activations at the feature layer l."""
@@ -262,13 +263,21 @@ class VAEGAN(GaussianEncoderDecoder):
             "loss_gan_d": loss_gan_d.detach(),
         }
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True, on_epoch=True, batch_size=n)
-        self.log_dict(
-            {"train/dec_updated": float(update_dec), "train/disc_updated": float(update_disc)},
-            on_step=False,
-            on_epoch=True,
-            batch_size=n,
-        )
+        # the gates' epoch means are counted here and logged once in on_train_epoch_end: two self.log calls
+        # a step cost ~1 ms of Lightning bookkeeping (about 0.5 % of a step on CPU)
+        self.gate_counts[0] += n
+        self.gate_counts[1] += n * update_dec
+        self.gate_counts[2] += n * update_disc
         return losses
+
+    def on_train_epoch_start(self) -> None:
+        self.gate_counts = [0, 0, 0]  # images, images with a decoder update, with a discriminator update
+
+    def on_train_epoch_end(self) -> None:
+        images, dec, disc = self.gate_counts
+        if images:  # the batch-size-weighted means self.log(on_epoch=True) would give
+            means = {"train/dec_updated": dec / images, "train/disc_updated": disc / images}
+            self.log_dict(means, on_step=False, on_epoch=True)
 
     def _eval_step(self, batch, stage: str) -> None:
         x, y = batch[0], self.batch_labels(batch)
