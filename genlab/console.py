@@ -73,6 +73,27 @@ def batches_seen(trainer) -> int:
     return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 batch`, `2 batches`: the count with the noun's singular or plural (default: noun + "s")."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def batches_per_epoch(trainer, datamodule, batch_size: int | None) -> int | None:
+    """Training batches per epoch on this process, as Lightning will run them: the split's batches (the last
+    partial one dropped when the split holds more than one batch, as genlab's loaders do) under
+    `limit_train_batches`; None when the split's size is unknown."""
+    train_set = getattr(datamodule, "train_set", None)
+    limit = trainer.limit_train_batches
+    try:
+        n = len(train_set) // max(trainer.world_size, 1)
+    except TypeError:
+        return limit if isinstance(limit, int) else None
+    if not batch_size:
+        return None
+    full = n // batch_size if n > batch_size else 1
+    return min(limit, full) if isinstance(limit, int) else max(1, int(full * limit)) if limit < 1 else full
+
+
 def training_limit(value: Any) -> int | None:
     """A trainer's max_epochs/max_steps as a positive int, or None where it sets no limit (-1, None)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
@@ -158,8 +179,8 @@ def print_run_start(cfg: DictConfig, trainer, model, datamodule) -> float:
     hparams = [f"latent_dim {model.latent_dim}"] if hasattr(model, "latent_dim") else []
     hparams += [f"{k} {fmt(v)}" for k, v in _learning_rates(cfg.model).items()]
     batch = cfg.data.get("batch_size")
-    limit = trainer.limit_train_batches
-    per_epoch = f" of {limit} batches" if isinstance(limit, int) else ""
+    per_batch = batches_per_epoch(trainer, datamodule, batch)
+    per_epoch = f" of {plural(per_batch, 'batch', 'batches')}" if per_batch else ""
     device = trainer.strategy.root_device.type
     devices = f" ×{trainer.num_devices}" if trainer.num_devices > 1 else ""
     output_dir = Path(str(cfg.paths.output_dir))
@@ -216,7 +237,7 @@ def print_run_end(
     output_dir = Path(output_dir)
     took = f" in {time.monotonic() - started:.1f} s" if started is not None else ""
     epochs = trainer.current_epoch
-    lines = [f"done: {epochs} epoch{'s' if epochs != 1 else ''}, {batches_seen(trainer)} batches{took}"]
+    lines = [f"done: {plural(epochs, 'epoch')}, {plural(batches_seen(trainer), 'batch', 'batches')}{took}"]
     lines += metrics_table(metrics)
 
     def rel(path: str | Path | None) -> str | None:

@@ -246,3 +246,28 @@ def test_wandb_logger_bounds_its_teardown_and_honours_disabled(tmp_path, monkeyp
     assert offline._wandb_init["mode"] == "offline" and settings.finish_timeout == 7
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_logger(save_dir=str(tmp_path / "b"))._wandb_init["mode"] == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("images", "batch", "limit", "world", "expected"),
+    [
+        (23, 64, 4, 1, 1),  # fewer images than one batch: one (partial) batch, not the smoke limit's 4
+        (650, 64, 1.0, 1, 10),  # the partial last batch is dropped, as genlab's training loaders do
+        (650, 64, 4, 1, 4),
+        (650, 64, 0.5, 1, 5),
+        (650, 64, 1.0, 2, 5),  # DDP: each process sees its share
+    ],
+)
+def test_batches_per_epoch_as_lightning_runs_them(images, batch, limit, world, expected):
+    from types import SimpleNamespace
+
+    from genlab.console import batches_per_epoch, plural
+
+    trainer = SimpleNamespace(limit_train_batches=limit, world_size=world)
+    datamodule = SimpleNamespace(train_set=range(images))
+    assert batches_per_epoch(trainer, datamodule, batch) == expected
+    assert (
+        plural(1, "batch") == "1 batch"
+        and plural(2, "batch", "batches") == "2 batches"
+        and plural(2, "epoch") == "2 epochs"
+    )
