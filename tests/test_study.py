@@ -115,6 +115,41 @@ TINY = [
 ]
 
 
+def test_report_renders_verdicts_measures_figures_and_results_csv(tmp_path):
+    from genlab.study.render import StudyReport, bar_charts, render
+    from genlab.study.verdict import verdicts
+
+    records = [
+        {"name": f"{family} seed={seed}", "family": family, "seed": seed, "role": "main",
+         "status": "completed", "error": None, "run": str(tmp_path / family / str(seed)),
+         "metrics": {"fid": fid + seed, "recon_mse": 0.01 if family == "vae" else None}}
+        for family, fid in (("vae", 80.0), ("gan", 40.0)) for seed in (0, 1, 2)
+    ]  # fmt: skip
+    records.append({**records[0], "name": "vae seed=3", "seed": 3, "status": "failed", "error": "boom | x"})
+    table = build_table(records, ["vae", "gan"])
+    charts = bar_charts(table, tmp_path / "figures")
+    report = StudyReport(
+        "demo",
+        [("data", "digits")],
+        verdicts(table),
+        table,
+        records,
+        charts=charts,
+        notes=["1 run(s) failed"],
+    )
+    written = render(report, tmp_path)
+    md, html = written["markdown"].read_text(), written["html"].read_text()
+    assert md.splitlines()[0] == "# genlab study “demo”: vae, gan"
+    assert "| FID (lower is better) | 81 ± 1 | 41 ± 1 |" in md  # mean ± std of seeds 0-2 (80, 81, 82)
+    assert "Training curves" not in md  # no curves drawn: no empty section
+    assert "| measure | vae | gan |" in md and "3 / 1 (0)" in md and "boom \\| x" in md
+    assert "](figures/main_fid.png)" in md and "data:image/png;base64," in html
+    assert "✔ supported" in md and "class='text supported'" in html and "1 run(s) failed" in html
+    with open(written["csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows].count("failed") == 1 and float(rows[3]["fid"]) == 40.0
+
+
 @pytest.mark.slow
 def test_study_cli_reports_every_claim_and_family_and_resumes(tmp_path, classifier_cache):
     # the session's digits classifier (tests/conftest.py): the study trains none

@@ -28,7 +28,8 @@ def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path
 
     from genlab.latent import interpolation_path
     from genlab.models import load_model
-    from genlab.study.render import Figure, save_upscaled_grid
+    from genlab.report.document import Figure
+    from genlab.study.render import save_upscaled_grid
 
     figures = []
     for family in families:
@@ -55,7 +56,8 @@ def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path
                 continue
             tile = images.shape[-1]
             path = save_upscaled_grid(images, folder / f"{family}_samples.png", nrow=8, tile=tile)
-            figures.append(Figure(f"{family}: samples", path, f"{where}: 64 samples from the prior (seed 0)"))
+            caption = f"samples — {where}: 64 from the prior (seed 0)"
+            figures.append(Figure(path, alt=f"{family}: samples", caption=caption, badge=family))
             if getattr(model, "has_encoder", False):
                 from genlab.data import datamodule_from_config
 
@@ -64,8 +66,8 @@ def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path
                 x = torch.stack([datamodule.test_set[i][0] for i in range(min(8, len(datamodule.test_set)))])
                 recon = model.reconstruct(x.to(model.device)).cpu().clamp(0, 1)
                 path = save_upscaled_grid(torch.cat([x, recon]), folder / f"{family}_recon.png", len(x), tile)
-                caption = f"{where}: test images (top row) and their reconstructions (bottom row)"
-                figures.append(Figure(f"{family}: reconstructions", path, caption))
+                caption = f"reconstructions — {where}: test images (top row) and theirs (bottom row)"
+                figures.append(Figure(path, alt=f"{family}: reconstructions", caption=caption, badge=family))
             if callable(getattr(model, "decode", None)) and getattr(model, "latent_dim", None):
                 generator = torch.Generator().manual_seed(1)
                 a = torch.randn(6, model.latent_dim, generator=generator)
@@ -73,8 +75,8 @@ def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path
                 path_z = interpolation_path(a, b, 8, "slerp").reshape(-1, model.latent_dim)
                 walk = model.decode(path_z.to(model.device)).float().cpu().clamp(0, 1)
                 path = save_upscaled_grid(walk, folder / f"{family}_interpolation.png", 8, tile)
-                caption = f"{where}: 6 slerp walks between prior samples, 8 steps each (one walk per row)"
-                figures.append(Figure(f"{family}: interpolations", path, caption))
+                caption = f"interpolations — {where}: 6 slerp walks between prior samples, 8 steps each"
+                figures.append(Figure(path, alt=f"{family}: interpolations", caption=caption, badge=family))
     return figures
 
 

@@ -1,31 +1,24 @@
-"""The study report: report.html (self-contained: figures inlined), report.md and results.csv, rendered
-from jinja2 templates (genlab/study/templates/); figures drawn with matplotlib."""
+"""The study report: report.html (self-contained: figures inlined), report.md and results.csv, laid out as a
+genlab.report Document and rendered by genlab/report/render.py, as `genlab compare`'s report is; figures
+drawn with matplotlib."""
 
 from __future__ import annotations
 
-import base64
-import csv
 import math
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genlab.report.document import Cell, Document, Figure, Row, Section, Table
 from genlab.study.verdict import MEASURES, StudyTable, Verdict
 
 # a grid's tiles are upscaled (nearest neighbour) to at least this many pixels, so 16-28 px images read
 MIN_TILE_PX = 64
 STATUS_MARK = {"supported": "✔ supported", "contradicted": "✘ contradicted", "within noise": "≈ within noise"}
-
-
-@dataclass
-class Figure:
-    title: str
-    path: Path
-    caption: str = ""
-
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode()
+STATUS_CSS = {"supported": "supported", "contradicted": "contradicted", "within noise": "noise"}
+BAR_LEGEND = "bar: mean over seeds; whisker: standard deviation; dots: one per seed"
+CURVE_LEGEND = "one line per seed; 1-based epochs; losses of different families are not comparable"
 
 
 @dataclass
@@ -37,7 +30,7 @@ class StudyReport:
     runs: list[dict[str, Any]]
     charts: list[Figure] = field(default_factory=list)
     curves: list[Figure] = field(default_factory=list)
-    grids: list[Figure] = field(default_factory=list)
+    grids: list[Figure] = field(default_factory=list)  # badge: the family
     notes: list[str] = field(default_factory=list)
 
 
@@ -79,8 +72,7 @@ def bar_charts(table: StudyTable, folder: Path) -> list[Figure]:
         path = folder / f"{role}_{measure}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        caption = "bar: mean over seeds; whisker: standard deviation; dots: one per seed"
-        figures.append(Figure(label, path, caption))
+        figures.append(Figure(path, alt=label))
     return figures
 
 
@@ -115,7 +107,7 @@ def training_curves(runs: list[dict[str, Any]], families: list[str], folder: Pat
         path = folder / f"curves_{family}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        figures.append(Figure(f"{family} training curves", path, "one line per seed; 1-based epochs"))
+        figures.append(Figure(path, alt=f"{family} training curves"))
     return figures
 
 
@@ -128,36 +120,46 @@ def save_upscaled_grid(images, path: Path, nrow: int, tile: int) -> Path:
     return save_grid(images, path, nrow=nrow, min_width=nrow * tile * factor + PADDING * (nrow + 1))
 
 
-def write_csv(runs: list[dict[str, Any]], path: Path) -> Path:
+def results_csv(runs: list[dict[str, Any]], path: Path) -> Path:
     """results.csv: one row per run, every measure a column."""
+    from genlab.report.render import write_csv
+
     measures = sorted({k for r in runs for k in r["metrics"]})
-    fields = ["run", "family", "seed", "role", "status", *measures, "error", "folder"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for r in runs:
-            row = {"run": r["name"], "family": r["family"], "seed": r["seed"], "role": r["role"]}
-            row.update({"status": r["status"], "error": r.get("error") or "", "folder": r["run"]})
-            row.update({m: r["metrics"].get(m) for m in measures})
-            writer.writerow(row)
+    header = ["run", "family", "seed", "role", "status", *measures, "error", "folder"]
+    rows = [
+        [r["name"], r["family"], r["seed"], r["role"], r["status"]]
+        + [r["metrics"].get(m) for m in measures]
+        + [r.get("error") or "", r["run"]]
+        for r in runs
+    ]
+    write_csv(header, rows, path)
     return path
 
 
-def _environment():
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    env = Environment(
-        loader=PackageLoader("genlab.study", "templates"),
-        autoescape=select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["mark"] = lambda status: STATUS_MARK.get(status, status)
-    return env
+def text_cells(*texts: object) -> list[Cell]:
+    return [Cell(str(t), css="text") for t in texts]
 
 
-def summary_rows(report: StudyReport) -> list[dict[str, Any]]:
-    """Measure x family cells ("mean ± std") for the per-family table."""
+def verdict_table(verdicts: list[Verdict]) -> Table:
+    header = text_cells("topic", "claim", "measure", "claimed-better family", "compared with", "margin")
+    rows = [
+        Row(
+            [
+                *text_cells(v.claim.topic, v.claim.text, v.claim.measure),
+                Cell(f"{v.claim.family}: {v.family_value}"),
+                Cell(f"{v.claim.other}: {v.other_value}"),
+                *text_cells(v.margin),
+                Cell(STATUS_MARK.get(v.status, v.status), css=f"text {STATUS_CSS.get(v.status, 'na')}"),
+            ]
+        )
+        for v in verdicts
+    ]
+    return Table([*header, Cell("verdict", css="text")], rows)
+
+
+def measures_table(report: StudyReport) -> Table:
+    """Measure x family cells ("mean ± std"), then the run counts per family."""
+    families = report.table.families
     rows = []
     for key, per_family in report.table.summaries.items():
         role, measure = key.split("/", 1)
@@ -165,20 +167,72 @@ def summary_rows(report: StudyReport) -> list[dict[str, Any]]:
             " [held-out-class runs]" if role == "anomaly" else ""
         )
         rows.append(
-            {
-                "label": label,
-                "cells": [per_family[f].text() if f in per_family else "–" for f in report.table.families],
-            }
+            Row([Cell(label), *(Cell(per_family[f].text() if f in per_family else "–") for f in families)])
         )
-    return rows
+    counts = [report.table.counts[f] for f in families]
+    rows.append(
+        Row(
+            [
+                Cell("runs: completed / failed (diverged)"),
+                *(Cell(f"{c['completed']} / {c['failed']} ({c['diverged']})") for c in counts),
+            ]
+        )
+    )
+    return Table([Cell("measure"), *(Cell(f) for f in families)], rows)
+
+
+def document(report: StudyReport, folder: Path) -> Document:
+    """The study as a report Document; figures link to their files relative to `folder` (for report.md)."""
+    for figure in report.charts + report.curves + report.grids:
+        figure.link = Path(figure.path).relative_to(folder).as_posix()
+    families = report.table.families
+    runs = Table(
+        text_cells("run", "status", "folder"),
+        [
+            Row(text_cells(r["name"], r["status"] + (f": {r['error']}" if r.get("error") else ""), r["run"]))
+            for r in report.runs
+        ],
+    )
+    sections = [
+        Section("Protocol", items=[f"{key}: {value}" for key, value in report.protocol]),
+        Section(
+            "Verdicts",
+            text="Each claim is judged on the mean over seeds; the margin is the difference in the measure's "
+            "units and in standard errors of that difference. Two or more standard errors count as support "
+            "(or contradiction); less is within noise.",
+            tables=[verdict_table(report.verdicts)],
+        ),
+    ]
+    if report.notes:
+        sections.append(Section("Notes", items=list(report.notes)))
+    sections.append(
+        Section("Measures per family (mean ± standard deviation over seeds)", tables=[measures_table(report)])
+    )
+    sections += [
+        Section(title, figures=figures, style="grid", legend=legend)
+        for title, figures, legend in (
+            ("Measures as charts", report.charts, BAR_LEGEND),
+            ("Training curves per family", report.curves, CURVE_LEGEND),
+        )
+        if figures
+    ]
+    for family in families:
+        grids = [f for f in report.grids if f.badge == family]
+        if grids:
+            sections.append(
+                Section(f"{family}: samples, reconstructions, interpolations", figures=grids, style="gallery")
+            )
+    sections.append(Section("Runs", tables=[runs]))
+    return Document(title=f"genlab study “{report.name}”: {', '.join(families)}", sections=sections)
 
 
 def render(report: StudyReport, folder: Path) -> dict[str, Path]:
     """Write report.html, report.md and results.csv into `folder`; returns their paths."""
-    env = _environment()
-    context = {"report": report, "rows": summary_rows(report), "families": report.table.families}
+    from genlab.report.render import render_html, render_markdown
+
+    doc = document(report, folder)
     html = folder / "report.html"
-    html.write_text(env.get_template("study.html.j2").render(**context))
+    html.write_text(render_html(doc))
     markdown = folder / "report.md"
-    markdown.write_text(env.get_template("study.md.j2").render(**context, folder=folder))
-    return {"html": html, "markdown": markdown, "csv": write_csv(report.runs, folder / "results.csv")}
+    markdown.write_text(render_markdown(doc))
+    return {"html": html, "markdown": markdown, "csv": results_csv(report.runs, folder / "results.csv")}
