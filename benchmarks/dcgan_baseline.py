@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():  # the same sample seed as `genlab eval` (metrics seed 0)
         z = torch.randn(args.n, args.latent, generator=torch.Generator().manual_seed(0))
         fake = torch.cat([(g(z[i : i + 100]) + 1) / 2 for i in range(0, args.n, 100)]).clamp(0, 1)
-    print(json.dumps({"train_wall_s": wall, "train_cpu_s": cpu, **score(fake, data, args)}))
+    params = {
+        "params_g": sum(p.numel() for p in generator(args.latent).parameters()),
+        "params_d": sum(p.numel() for p in discriminator().parameters()),
+    }
+    print(json.dumps({"train_wall_s": wall, "train_cpu_s": cpu, **score(fake, data, args), **params}))
 
 
 def score(fake: torch.Tensor, data, args) -> dict:
@@ -111,8 +115,6 @@ def score(fake: torch.Tensor, data, args) -> dict:
         "fid": metrics.fid,
         "kid": metrics.kid,
         "confident_fraction": confident_fraction(extract(classifier.logits, fake, 100)),
-        "params_g": sum(p.numel() for p in generator(args.latent).parameters()),
-        "params_d": sum(p.numel() for p in discriminator().parameters()),
     }
 
 

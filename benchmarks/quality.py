@@ -35,6 +35,9 @@ from benchmarks.common import BIN, REPO, SHARED_MNIST, child_env, markdown_table
 
 FAMILIES = ("gan", "vae", "vaegan")
 BASELINE = "dcgan_hand"
+# rows of a family's own checkpoints sampled from N(0, I) instead of the fitted mixture (sample_prior=gmm)
+PRIOR_SUFFIX = "_normal_prior"
+PRIOR_FAMILIES = ("vae", "vaegan")
 # the issue's targets (FID@1k, Inception), checked on the means over seeds
 TARGETS = "GAN FID <= 35; VAE FID < 80; VAE-GAN FID <= GAN FID with test MSE <= 1.5x the VAE's"
 
@@ -143,6 +146,41 @@ def baseline_run(seed: int, work: Path, common: dict) -> dict:
     }
 
 
+def prior_run(family: str, seed: int, work: Path, common: dict) -> dict:
+    """The same trained checkpoint as `family`'s row, its samples drawn from N(0, I) instead of the fitted
+    mixture (model.sample_prior=gmm): benchmarks/quality_prior.py on the same FID path."""
+    trained = json.loads((work / f"{family}_seed{seed}.json").read_text())
+    ckpt = json.loads((work / f"{family}_seed{seed}" / "train" / "metrics.json").read_text())["checkpoints"]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.quality_prior",
+        f"--ckpt={ckpt['last']}",
+        "--prior=normal",
+        f"--backbone={common['backbone']}",
+        f"--n={common['n']}",
+        f"--root={common['root']}",
+        f"--cache={work / 'cache'}",
+    ]
+    load = os.getloadavg()[0]
+    wall, cpu, stdout = timed(command, REPO, timeout=7200)
+    out = json.loads(stdout.strip().splitlines()[-1])
+    return {
+        "family": f"{family}{PRIOR_SUFFIX}",
+        "seed": seed,
+        "fid": out["fid"],
+        "kid": out["kid"],
+        "recon_mse": trained["recon_mse"],  # the same model: reconstructions do not use the prior
+        "confident_fraction": out["confident_fraction"],
+        "train_wall_s": None,  # no training: the checkpoint of the row above
+        "train_cpu_s": None,
+        "command_wall_s": wall,
+        "command_cpu_s": cpu,
+        "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
+        "command": " ".join(["python", *command[1:]]),
+    }
+
+
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None]
     if not values:
@@ -213,7 +251,15 @@ def benchmark(
     extra_eval: list[str] | None = None,
     baseline_args: list[str] | None = None,
     work_dir: Path | None = None,
+    prior_ablation: tuple[str, ...] | None = None,
+    prior_seeds: tuple[int, ...] | None = None,
 ) -> dict:
+    # by default the families with a fitted mixture (sample_prior auto = gmm) are also scored with N(0, I)
+    # samples of the same checkpoint, on the first seed
+    if prior_ablation is None:
+        prior_ablation = tuple(f for f in families if f in PRIOR_FAMILIES)
+    if prior_seeds is None:
+        prior_seeds = tuple(seeds[:1])
     if not (Path(root) / "MNIST" / "raw").is_dir():
         return {"skipped": f"real MNIST not found at {root}", "passed": None, "table": ""}
     data_args = ["data=mnist", f"data.root={root}", "data.download=false", "data.batch_size=64"]
@@ -276,7 +322,17 @@ def benchmark(
                         ),
                     )
                 )
-    order = [*families, *([BASELINE] if baseline else [])]
+                if family in prior_ablation and seed in prior_seeds:
+                    runs.append(
+                        once(
+                            f"{family}{PRIOR_SUFFIX}_seed{seed}",
+                            lambda f=family, s=seed: prior_run(f, s, work, common),
+                        )
+                    )
+    order = [
+        *[name for f in families for name in (f, *([f + PRIOR_SUFFIX] if f in prior_ablation else []))],
+        *([BASELINE] if baseline else []),
+    ]
     summary, rows = summarise(runs, order)
     passed = verdicts(summary)
     table = markdown_table(
@@ -314,6 +370,8 @@ def benchmark(
             "reference_split": "test",
             "extra_train_overrides": extra_train or [],
             "extra_eval_overrides": extra_eval or [],
+            "prior_ablation": list(prior_ablation),
+            "prior_ablation_seeds": list(prior_seeds),
         },
         "runs": runs,
         "summary": summary,
@@ -344,6 +402,13 @@ def main(argv: list[str] | None = None) -> None:
         "--work-dir", type=Path, default=None, help="keep runs here; finished ones are reused"
     )
     parser.add_argument("--eval-override", action="append", default=[], help="extra `genlab eval` override")
+    parser.add_argument(
+        "--prior-ablation",
+        default=None,
+        help="comma list of families (trained with sample_prior=gmm) also scored with N(0, I) samples "
+        "(default: vae and vaegan when run; none: off)",
+    )
+    parser.add_argument("--prior-ablation-seeds", default=None, help="comma list (default: the first seed)")
     args = parser.parse_args(argv)
     result = benchmark(
         tuple(int(s) for s in args.seeds.split(",")),
@@ -354,6 +419,16 @@ def main(argv: list[str] | None = None) -> None:
         args.backbone,
         extra_eval=args.eval_override,
         work_dir=args.work_dir,
+        prior_ablation=(
+            None
+            if args.prior_ablation is None
+            else tuple(f for f in args.prior_ablation.split(",") if f and f != "none")
+        ),
+        prior_seeds=(
+            None
+            if args.prior_ablation_seeds is None
+            else tuple(int(s) for s in args.prior_ablation_seeds.split(","))
+        ),
     )
     path = write_result("quality", result, *([args.results_dir] if args.results_dir else []))
     print(result["table"])

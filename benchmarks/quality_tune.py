@@ -115,17 +115,17 @@ def run(
         import copy
 
         saved = copy.deepcopy(model.generator_ema.state_dict())
-        net = model.generator_ema
-        for m in net.modules():
+        ema_g = model.generator_ema
+        for m in ema_g.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.reset_running_stats()
                 m.momentum = None
-        net.train()
+        ema_g.train()
         with torch.no_grad():
             gen = torch.Generator().manual_seed(123)
             for _ in range(20):
-                net(torch.randn(64, model.latent_dim, generator=gen))
-        net.eval()
+                ema_g(torch.randn(64, model.latent_dim, generator=gen))
+        ema_g.eval()
         score("_standing")
         model.generator_ema.load_state_dict(saved)
     for attr in ("generator_ema", "decoder_ema"):

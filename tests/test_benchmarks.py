@@ -138,12 +138,16 @@ def test_quality_tiny_trains_and_scores(tmp_path):
     if not (SHARED_MNIST / "MNIST" / "raw").is_dir():
         pytest.skip("real MNIST not available")
     result = run_tiny("quality", tmp_path)
-    baseline, vae = result["runs"]  # the baseline runs first in each seed
+    baseline, vae, vae_normal = result["runs"]  # the baseline runs first in each seed
     assert (vae["family"], baseline["family"]) == ("vae", "dcgan_hand")
+    # the VAE samples from its fitted mixture (sample_prior auto); the same checkpoint with N(0, I) beside it
+    assert vae_normal["family"] == "vae_normal_prior" and vae_normal["recon_mse"] == vae["recon_mse"]
+    assert vae_normal["fid"] >= 0 and vae_normal["fid"] != vae["fid"]
     assert vae["global_step"] >= 1 and vae["fid"] >= 0 and vae["recon_mse"] >= 0
     assert 0 <= vae["confident_fraction"] <= 1 and vae["train_cpu_s"] > 0
     assert baseline["fid"] >= 0 and baseline["params"] == {"generator": 251_457, "discriminator": 138_817}
-    assert "dcgan_hand" in result["table"] and set(result["summary"]) == {"vae", "dcgan_hand"}
+    assert "dcgan_hand" in result["table"]
+    assert set(result["summary"]) == {"vae", "vae_normal_prior", "dcgan_hand"}
 
 
 def test_sampling_tiny_times_ddpm_and_ddim(tmp_path):

@@ -111,3 +111,6 @@ def test_bad_prior_options_name_the_valid_choices():
         VAE(sample_prior="gmm", gmm_components=0)
     with pytest.raises(ConfigError, match="conditional"):
         VAE(sample_prior="gmm", conditional=True, num_classes=10)
+    # auto (the config default): the mixture, except for conditional models, which sample by class
+    assert VAE(sample_prior="auto").sample_prior == "gmm"
+    assert VAE(sample_prior="auto", conditional=True, num_classes=10).sample_prior == "normal"

@@ -189,3 +189,12 @@ def test_decoder_ema_is_trained_checkpointed_and_used_for_samples(tmp_path):
     loaded = load_model(tmp_path / "vaegan.ckpt")
     assert loaded.hparams.ema and loaded.dec_steps == 3
     assert torch.equal(loaded.decode(z), model.decode(z))
+
+
+def test_gmm_prior_is_fitted_by_the_three_network_loop():
+    model = VAEGAN(
+        width=8, disc_width=8, latent_dim=4, sample_prior="gmm", gmm_components=2, gmm_fit_images=64
+    )
+    fit(model, batches=2, epochs=2)  # the second epoch's fit starts from the first's mixture
+    assert model.gmm_fitted and model.gmm_means.abs().sum() > 0
+    assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 16, 16)

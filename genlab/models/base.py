@@ -26,7 +26,7 @@ from genlab.errors import ConfigError, bad_choice
 from genlab.nets.conditioning import with_label_maps, with_label_vector
 
 # where samples draw z from (GaussianEncoderDecoder.setup_prior)
-PRIORS = ("normal", "gmm")
+PRIORS = ("auto", "normal", "gmm")
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -189,7 +189,8 @@ class GaussianEncoderDecoder(GenerativeModel):
         means of (up to `gmm_fit_images`) training images at the end of every training epoch, and samples
         draw z from it instead of N(0, I), so they avoid the prior's holes (regions no training image encodes
         to). The mixture lives in buffers (weights, means, Cholesky factors), so it is saved in checkpoints
-        and loads with weights_only=True; until the first fit, samples come from N(0, I)."""
+        and loads with weights_only=True; until the first fit, samples come from N(0, I). `auto`: gmm for
+        unconditional models, normal for conditional ones."""
         if sample_prior not in PRIORS:
             raise bad_choice("model.sample_prior", sample_prior, PRIORS)
         if not isinstance(gmm_components, int) or gmm_components < 1:
@@ -199,6 +200,8 @@ class GaussianEncoderDecoder(GenerativeModel):
                 f"model.gmm_fit_images={gmm_fit_images!r} must be an integer >= model.gmm_components "
                 f"({gmm_components}): the mixture is fitted to that many training images."
             )
+        if sample_prior == "auto":  # a conditional model samples by class from N(0, I)
+            sample_prior = "normal" if self.conditional else "gmm"
         if sample_prior == "gmm" and self.conditional:
             raise ConfigError(
                 "model.sample_prior=gmm is for unconditional models: a conditional model samples by class "
@@ -237,9 +240,16 @@ class GaussianEncoderDecoder(GenerativeModel):
         finally:
             self.train(was_training)
         k = len(self.gmm_weights)
-        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-5, random_state=0).fit(
-            mu.double().numpy()
-        )
+        init = {}
+        if self.gmm_fitted:  # start EM from the previous epoch's mixture: a few iterations instead of ~100
+            cov = self.gmm_scale_tril.double() @ self.gmm_scale_tril.double().transpose(1, 2)
+            init = {
+                "weights_init": (self.gmm_weights.double() / self.gmm_weights.double().sum()).numpy(),
+                "means_init": self.gmm_means.double().numpy(),
+                "precisions_init": torch.linalg.inv(cov).numpy(),
+            }
+        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-5, random_state=0, **init)
+        gmm.fit(mu.double().numpy())
         self.gmm_weights.copy_(torch.as_tensor(gmm.weights_))
         self.gmm_means.copy_(torch.as_tensor(gmm.means_))
         self.gmm_scale_tril.copy_(torch.linalg.cholesky(torch.as_tensor(gmm.covariances_)))
