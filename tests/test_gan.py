@@ -187,3 +187,22 @@ def test_gan_ring_experiment_covers_the_ring_through_the_cli(tmp_path):
     assert metrics["test/modes_covered"] >= 7, metrics
     assert list((run / "samples").glob("epoch_*_scatter.png"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ema_generator_gets_its_own_batch_norm_statistics():
+    """Standing statistics (Brock et al. 2019): at each epoch end the EMA generator's batch-norm statistics
+    are measured on its own activations, not copied from the trained generator's."""
+    torch.set_num_threads(1)
+    pl.seed_everything(0, verbose=False)
+    model = GAN(image_size=16, channels=1, latent_dim=8, width=8, ema=True, ema_decay=0.9)
+    quiet_trainer(limit_train_batches=3, limit_val_batches=0).fit(
+        model, datamodule=DigitsDataModule(batch_size=32)
+    )
+    ema_norm, live_norm = model.generator_ema.project[2], model.generator.project[2]
+    assert not torch.allclose(ema_norm.running_mean, live_norm.running_mean)
+    noise = torch.Generator().manual_seed(0)  # the fixed noise of standing_statistics
+    z = torch.cat([torch.randn(64, 8, generator=noise) for _ in range(20)])
+    with torch.no_grad():
+        pre = model.generator_ema.project[:2](z)  # the activations that norm layer sees
+    assert torch.allclose(ema_norm.running_mean, pre.mean((0, 2, 3)), atol=1e-5)
+    assert ema_norm.momentum == live_norm.momentum  # restored after the cumulative average

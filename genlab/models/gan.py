@@ -297,7 +297,35 @@ class GAN(GenerativeModel):
         for ema_p, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
             ema_p.lerp_(p, 1 - decay)
         for ema_b, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            ema_b.copy_(b)  # batch-norm statistics follow the trained generator
+            ema_b.copy_(b)  # batch-norm statistics follow the trained generator (until the epoch ends)
+
+    @torch.no_grad()
+    def standing_statistics(self, batches: int = 20, batch_size: int = 64) -> None:
+        """Batch-norm statistics measured on the EMA generator itself ("standing statistics", Brock et al.
+        2019, BigGAN sec. 3.1 and appendix): the trained generator's running statistics belong to other
+        weights. Averaged over `batches` batches of fixed noise; the random stream is not touched."""
+        norms = [m for m in self.generator_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        noise = torch.Generator().manual_seed(0)
+        self.generator_ema.train()
+        try:
+            for _ in range(batches):
+                z = torch.randn(batch_size, self.latent_dim, generator=noise).to(self.device)
+                self.generator_ema(self.generator_input(z))
+        finally:
+            self.generator_ema.eval()
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # at the last batch of every epoch, before that epoch's validation, grids and checkpoint
+        if self.generator_ema is not None and self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self.standing_statistics()
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         real = self.to_model(batch[0])
