@@ -135,6 +135,13 @@ def test_bound_is_positive_and_anomaly_score_per_image():
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="divisible by 8"):
         tiny(image_size=28, block_out_channels=[8, 16, 16, 16])
+    # the message names a U-Net and image sizes that work, and they do
+    with pytest.raises(
+        ConfigError, match=r"\[8, 16\] \(halves it 1 times\) or data.image_size=28 or data.image_size=32"
+    ):
+        tiny(image_size=30, block_out_channels=[8, 16, 16])
+    fitted = tiny(image_size=30, block_out_channels=[8, 16])
+    assert fitted.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 30, 30)
     with pytest.raises(ConfigError, match="sample_steps"):
         tiny(sample_steps=0)
     with pytest.raises(ConfigError, match="model.schedule"):

@@ -55,10 +55,15 @@ def unet_config(
         raise ConfigError(f"model.block_out_channels={blocks!r} must be a non-empty list of positive widths.")
     factor = 2 ** (len(blocks) - 1)
     if image_size % factor:
+        halvings = min(
+            len(blocks) - 1, (image_size & -image_size).bit_length() - 1
+        )  # factors of 2 in the size
+        down, up = image_size // factor * factor, -(-image_size // factor) * factor
+        sizes = " or ".join(f"data.image_size={s}" for s in dict.fromkeys((down, up)) if s > 0)
         raise ConfigError(
             f"model.block_out_channels={blocks!r} halves the image {len(blocks) - 1} times, so "
-            f"data.image_size must be divisible by {factor}; {image_size} is not. Use fewer blocks "
-            "(e.g. [32, 64, 64] for 28 px: 28 -> 14 -> 7) or another image size."
+            f"data.image_size must be divisible by {factor}; {image_size} is not. Use "
+            f"model.block_out_channels={blocks[: halvings + 1]!r} (halves it {halvings} times) or {sizes}."
         )
     groups = math.gcd(*blocks, 32)
     if groups < 2:
