@@ -114,3 +114,20 @@ def test_bad_prior_options_name_the_valid_choices():
     # auto (the config default): the mixture, except for conditional models, which sample by class
     assert VAE(sample_prior="auto").sample_prior == "gmm"
     assert VAE(sample_prior="auto", conditional=True, num_classes=10).sample_prior == "normal"
+
+
+def test_gmm_prior_on_fewer_images_than_components_and_on_a_diverged_encoder():
+    torch.manual_seed(0)
+    model = VAE(image_size=16, latent_dim=4, width=8, sample_prior="gmm", gmm_components=10)
+    images = torch.rand(6, 1, 16, 16)
+    model.fit_prior([images])  # 6 images, 10 components: one component per image, the rest unused
+    assert int((model.gmm_weights > 0).sum()) == 6 and torch.isclose(
+        model.gmm_weights.sum(), torch.tensor(1.0)
+    )
+    model.fit_prior([images])  # warm start from the 6 used components
+    assert model.sample(5, generator=torch.Generator().manual_seed(0)).shape == (5, 1, 16, 16)
+    before = model.gmm_means.clone()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))  # NaN posterior means: the last mixture stays
+    model.fit_prior([images])
+    assert torch.equal(model.gmm_means, before)

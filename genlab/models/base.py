@@ -239,20 +239,25 @@ class GaussianEncoderDecoder(GenerativeModel):
             mu = torch.cat([self.encode(x.to(self.device))[0].float().cpu() for x in images])
         finally:
             self.train(was_training)
-        k = len(self.gmm_weights)
+        if not torch.isfinite(mu).all():  # a diverged model: keep the last mixture, the guard stops the run
+            return
+        # at most one component per image (a tiny training set); unused components keep weight 0
+        k = min(len(self.gmm_weights), len(mu))
+        used = int((self.gmm_weights > 0).sum())
         init = {}
-        if self.gmm_fitted:  # start EM from the previous epoch's mixture: a few iterations instead of ~100
-            cov = self.gmm_scale_tril.double() @ self.gmm_scale_tril.double().transpose(1, 2)
+        if used == k:  # start EM from the previous epoch's mixture: a few iterations instead of ~100
+            tril = self.gmm_scale_tril[:k].double()
+            weights = self.gmm_weights[:k].double()
             init = {
-                "weights_init": (self.gmm_weights.double() / self.gmm_weights.double().sum()).numpy(),
-                "means_init": self.gmm_means.double().numpy(),
-                "precisions_init": torch.linalg.inv(cov).numpy(),
+                "weights_init": (weights / weights.sum()).numpy(),
+                "means_init": self.gmm_means[:k].double().numpy(),
+                "precisions_init": torch.linalg.inv(tril @ tril.transpose(1, 2)).numpy(),
             }
         gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-5, random_state=0, **init)
         gmm.fit(mu.double().numpy())
-        self.gmm_weights.copy_(torch.as_tensor(gmm.weights_))
-        self.gmm_means.copy_(torch.as_tensor(gmm.means_))
-        self.gmm_scale_tril.copy_(torch.linalg.cholesky(torch.as_tensor(gmm.covariances_)))
+        self.gmm_weights.zero_()[:k].copy_(torch.as_tensor(gmm.weights_))
+        self.gmm_means[:k].copy_(torch.as_tensor(gmm.means_))
+        self.gmm_scale_tril[:k].copy_(torch.linalg.cholesky(torch.as_tensor(gmm.covariances_)))
 
     def training_images(self):
         """Batches of (up to gmm_fit_images) training images in a fixed order, for fitting the prior."""
