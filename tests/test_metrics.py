@@ -108,6 +108,29 @@ def test_inception_inputs_follow_torchmetrics_conventions():
     assert float_features.shape == (2, 64)
     assert torch.equal(float_features, backbone(as_uint8_rgb))
     assert backbone.num_features == 64 and not backbone.training
+    # genlab's own path (channels-last input on CPU) gives forward's features
+    torch.testing.assert_close(backbone.extract_batch(images), float_features, rtol=1e-4, atol=1e-5)
+
+
+def test_extract_runs_a_module_at_its_cpu_batch_size_with_the_same_features():
+    from genlab.metrics.evaluate import extract
+
+    class Recording(nn.Module):
+        def __init__(self, cpu_batch_size: int | None) -> None:
+            super().__init__()
+            self.cpu_batch_size, self.seen = cpu_batch_size, []
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(len(x))
+            return self.linear(x)
+
+    images = torch.randn(9, 4, generator=torch.Generator().manual_seed(0))
+    small, plain = Recording(4), Recording(None)
+    plain.load_state_dict(small.state_dict())
+    torch.testing.assert_close(extract(small, images, 100), extract(plain, images, 100))
+    assert small.seen == [4, 4, 1] and plain.seen == [9]
+    assert inception.InceptionFeatures.cpu_batch_size == 4
 
 
 # -- on real digits, with a classifier backbone trained briefly -------------------------------------------

@@ -190,12 +190,17 @@ def inception_score_from_logits(logits: torch.Tensor, splits: int, seed: int) ->
 def extract(
     module: nn.Module, images: torch.Tensor, batch_size: int, description: str = "features"
 ) -> torch.Tensor:
-    """Run a feature extractor over images in batches, on the module's device; result on CPU."""
+    """Run a feature extractor over images in batches, on the module's device; result on CPU. A module's
+    `extract_batch` is used in place of its forward when it has one, and on CPU its `cpu_batch_size` (the
+    batch it runs fastest at) caps the batch: both are InceptionFeatures' CPU levers."""
     from genlab.console import track
 
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    if device.type == "cpu":
+        batch_size = min(batch_size, getattr(module, "cpu_batch_size", None) or batch_size)
+    run = getattr(module, "extract_batch", module)
     parts = [
-        module(images[i : i + batch_size].to(device)).float().cpu()
+        run(images[i : i + batch_size].to(device)).float().cpu()
         for i in track(range(0, len(images), batch_size), f"{description} ({len(images)} images)")
     ]
     return torch.cat(parts)
