@@ -24,19 +24,21 @@ def test_many_loggers_wandb_offline_without_account_logs_images(tmp_path):
     run = tmp_path / "run"
     home = tmp_path / "home"  # no ~/.netrc, no API key: W&B must go offline on its own, never prompt
     home.mkdir()
-    proc = run_genlab(
-        "train",
-        "trainer=smoke",
-        "trainer.limit_val_batches=1",
-        "test=false",
-        "logger=many",
-        f"hydra.run.dir={run}",
-        cwd=tmp_path,
-        timeout=300,
-        HOME=str(home),
-        WANDB_MODE="",
-        WANDB_API_KEY="",
-    )
+
+    def train(*overrides: str):
+        common = ["trainer.limit_val_batches=1", "test=false", "logger=many", f"hydra.run.dir={run}"]
+        return run_genlab(
+            "train",
+            *overrides,
+            *common,
+            cwd=tmp_path,
+            timeout=300,
+            HOME=str(home),
+            WANDB_MODE="",
+            WANDB_API_KEY="",
+        )
+
+    proc = train("trainer=smoke")
     offline_runs = list((run / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
     images = list((offline_runs[0] / "files" / "media" / "images").rglob("*.png"))
@@ -56,20 +58,7 @@ def test_many_loggers_wandb_offline_without_account_logs_images(tmp_path):
     assert "wandb:" not in (proc.stdout + proc.stderr).lower()  # W&B's own banner lines stay silent
 
     # a resume in the same folder continues the same W&B run (a second offline part with the same id)
-    run_genlab(
-        "train",
-        f"resume={run}",
-        "trainer.max_epochs=2",
-        "trainer.limit_val_batches=1",
-        "test=false",
-        "logger=many",
-        f"hydra.run.dir={run}",
-        cwd=tmp_path,
-        timeout=300,
-        HOME=str(home),
-        WANDB_MODE="",
-        WANDB_API_KEY="",
-    )
+    train(f"resume={run}", "trainer.max_epochs=2")
     parts = sorted((run / "wandb").glob("offline-run-*"))
     assert len(parts) == 2 and len({p.name.rsplit("-", 1)[1] for p in parts}) == 1, parts
 
