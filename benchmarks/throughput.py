@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
+    RESULTS_DIR,
     SHARED_MNIST,
     current_rss_mb,
     markdown_table,
@@ -478,6 +479,46 @@ def worker(family: str, side: str, steps: int, warmup: int, batch_size: int) -> 
     }
 
 
+TABLE_HEADER = [
+    "family",
+    "genlab img/s",
+    "hand loop img/s",
+    "wall ratio median (min–max)",
+    "CPU-time ratio median (min–max)",
+    "load avg 1 min median (min–max)",
+    "genlab overhead ms/step",
+    "genlab peak RSS MiB",
+    "hand peak RSS MiB",
+    "genlab: added by training MiB",
+    "hand: added by training MiB",
+    f"≥ {TARGET}x",
+]
+
+
+def family_row(family: str, result: dict, batch_size: int) -> list:
+    """One table row from a family's result (ratios over its rounds, memory of its fresh-process runs)."""
+    rounds = result["rounds"]
+    ratios, cpu_ratios = [r["ratio"] for r in rounds], [r["cpu_ratio"] for r in rounds]
+    loads = [r["load_1m"] for r in rounds]
+    by_side = result["memory"]
+    ms_genlab = 1000 * batch_size / result["genlab_images_per_s"]
+    ms_hand = 1000 * batch_size / result["hand_images_per_s"]
+    return [
+        family,
+        result["genlab_images_per_s"],
+        result["hand_images_per_s"],
+        f"{median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})",
+        f"{median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}–{max(cpu_ratios):.3f})",
+        f"{median(loads):.1f} ({min(loads):.1f}–{max(loads):.1f})",
+        ms_genlab - ms_hand,
+        by_side["genlab"]["training_peak_rss_mb"],
+        by_side["hand"]["training_peak_rss_mb"],
+        by_side["genlab"]["training_peak_rss_mb"] - by_side["genlab"]["rss_before_training_mb"],
+        by_side["hand"]["training_peak_rss_mb"] - by_side["hand"]["rss_before_training_mb"],
+        verdict(result["passed"]),
+    ]
+
+
 def benchmark(
     families: tuple[str, ...] = FAMILIES,
     rounds: int = 4,
@@ -489,7 +530,9 @@ def benchmark(
     """`memory=False` skips the fresh-process memory runs (speed only)."""
     import torch
 
-    results, rows = {}, []
+    from benchmarks.common import environment
+
+    results = {}
     for family in families:
         family_result = interleaved(family, rounds, steps, warmup, batch_size, profile_below=TARGET)
         ratios = [r["ratio"] for r in family_result["rounds"]]
@@ -512,7 +555,7 @@ def benchmark(
             else nan
             for side in ("genlab", "hand")
         }
-        memory_result = by_side
+        env = environment()
         family_result.update(
             median_ratio=median(ratios),
             min_ratio=min(ratios),
@@ -523,46 +566,38 @@ def benchmark(
             load_1m_median=median(loads),
             genlab_images_per_s=median([r["genlab"] for r in family_result["rounds"]]),
             hand_images_per_s=median([r["hand"] for r in family_result["rounds"]]),
-            memory=memory_result,
+            memory=by_side,
             passed=median(ratios) >= TARGET,
             passed_cpu=median(cpu_ratios) >= TARGET,
+            measured={k: env[k] for k in ("date_utc", "git_commit")},
         )
-        ms_genlab = 1000 * batch_size / family_result["genlab_images_per_s"]
-        ms_hand = 1000 * batch_size / family_result["hand_images_per_s"]
-        family_result.update(ms_per_step_genlab=ms_genlab, ms_per_step_hand=ms_hand)
+        family_result.update(
+            ms_per_step_genlab=1000 * batch_size / family_result["genlab_images_per_s"],
+            ms_per_step_hand=1000 * batch_size / family_result["hand_images_per_s"],
+        )
         results[family] = family_result
-        rows.append(
-            [
-                family,
-                family_result["genlab_images_per_s"],
-                family_result["hand_images_per_s"],
-                f"{median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})",
-                f"{median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}–{max(cpu_ratios):.3f})",
-                f"{median(loads):.1f} ({min(loads):.1f}–{max(loads):.1f})",
-                ms_genlab - ms_hand,
-                by_side["genlab"]["training_peak_rss_mb"],
-                by_side["hand"]["training_peak_rss_mb"],
-                by_side["genlab"]["training_peak_rss_mb"] - by_side["genlab"]["rss_before_training_mb"],
-                by_side["hand"]["training_peak_rss_mb"] - by_side["hand"]["rss_before_training_mb"],
-                verdict(family_result["passed"]),
-            ]
-        )
-    table = markdown_table(
+    return assemble(results, rounds, steps, warmup, batch_size, torch.get_num_threads())
+
+
+def assemble(results: dict, rounds: int, steps: int, warmup: int, batch_size: int, threads: int) -> dict:
+    """The result file's body from per-family results (one run's, or merged: see main's --merge)."""
+    rows = [family_row(family, result, batch_size) for family, result in results.items()]
+    stamps = {
+        f"{r['measured']['date_utc']} (genlab {r['measured']['git_commit']})"
+        for r in results.values()
+        if r.get("measured")
+    }
+    notes = (
         [
-            "family",
-            "genlab img/s",
-            "hand loop img/s",
-            "wall ratio median (min–max)",
-            "CPU-time ratio median (min–max)",
-            "load avg 1 min median (min–max)",
-            "genlab overhead ms/step",
-            "genlab peak RSS MiB",
-            "hand peak RSS MiB",
-            "genlab: added by training MiB",
-            "hand: added by training MiB",
-            f"≥ {TARGET}x",
-        ],
-        rows,
+            "Rows measured in separate runs (each family's ratios come from its own interleaved rounds): "
+            + "; ".join(
+                f"{family}: {r['measured']['date_utc']}, genlab {r['measured']['git_commit']}"
+                for family, r in results.items()
+                if r.get("measured")
+            )
+        ]
+        if len(stamps) > 1
+        else []
     )
     return {
         "target": f"genlab / hand-written images per second >= {TARGET} for every family",
@@ -571,7 +606,7 @@ def benchmark(
             "steps_per_round": steps,
             "warmup_batches": warmup,
             "batch_size": batch_size,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": threads,
             "trainer": "conf/trainer/cpu.yaml; progress bar, logger, checkpointing, validation, model "
             "summary off; DivergenceGuard on",
             "memory": "a fresh process per side running it alone; 'peak RSS' = the kernel's peak "
@@ -582,7 +617,8 @@ def benchmark(
         },
         "families": results,
         "passed": all(r["passed"] for r in results.values()),
-        "table": table,
+        "table": markdown_table(TABLE_HEADER, rows),
+        **({"notes": notes} if notes else {}),
     }
 
 
@@ -596,6 +632,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory runs")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other families' rows of the existing throughput.json (same settings), each row "
+        "stamped with its own date and commit",
+    )
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(*args.worker, args.steps, args.warmup, args.batch_size)))
@@ -608,7 +650,26 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_size,
         memory=not args.no_memory,
     )
-    path = write_result("throughput", result, *([args.results_dir] if args.results_dir else []))
+    results_dir = args.results_dir or RESULTS_DIR
+    if args.merge and (results_dir / "throughput.json").is_file():
+        old = json.loads((results_dir / "throughput.json").read_text())
+        settings = old["settings"]
+        if (settings["batch_size"], settings["steps_per_round"]) != (args.batch_size, args.steps):
+            raise SystemExit("--merge: the existing file was measured with other settings; run every family")
+        merged = {}
+        for family in FAMILIES:
+            if family in result["families"]:
+                merged[family] = result["families"][family]
+            elif family in old["families"]:
+                stamp = old["environment"]
+                merged[family] = {
+                    "measured": {"date_utc": stamp["date_utc"], "git_commit": stamp["git_commit"]},
+                    **old["families"][family],
+                }
+        threads = result["settings"]["torch_threads"]
+        result = assemble(merged, args.rounds, args.steps, args.warmup, args.batch_size, threads)
+        result["tiny"] = False
+    path = write_result("throughput", result, results_dir)
     print(result["table"])
     print(f"written: {path}")
 

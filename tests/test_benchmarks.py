@@ -65,6 +65,27 @@ def test_throughput_tiny_writes_ratios_and_memory(tmp_path):
         assert math.isnan(memory["training_peak_rss_mb"]) or memory["training_peak_rss_mb"] > 100
 
 
+def test_throughput_rows_merged_from_two_runs_name_their_runs():
+    def fake(ratio: float, date: str) -> dict:
+        rounds = [{"ratio": ratio, "cpu_ratio": ratio, "load_1m": 1.0}]
+        memory = {"training_peak_rss_mb": 900.0, "rss_before_training_mb": 800.0}
+        return {
+            "rounds": rounds,
+            "memory": {"genlab": memory, "hand": memory},
+            "genlab_images_per_s": 100 * ratio,
+            "hand_images_per_s": 100.0,
+            "passed": ratio >= throughput.TARGET,
+            "measured": {"date_utc": date, "git_commit": "abc1234"},
+        }
+
+    merged = throughput.assemble(
+        {"vae": fake(0.99, "2026-11-25T22:00"), "gan": fake(0.9, "2026-11-25T18:00")}, 4, 25, 3, 128, 1
+    )
+    assert not merged["passed"] and "| vae | 99 | 100 | 0.990 (0.990–0.990)" in merged["table"]
+    assert "vae: 2026-11-25T22:00" in merged["notes"][0] and "gan: 2026-11-25T18:00" in merged["notes"][0]
+    assert "notes" not in throughput.assemble({"vae": fake(0.99, "2026-11-25T22:00")}, 4, 25, 3, 128, 1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "family, narrow",
