@@ -301,6 +301,8 @@ def hand_diffusion(model, loader, optimizers, warmup: int) -> dict[str, float]:
     import torch.nn.functional as F
 
     (opt,) = optimizers
+    if model.hparams.get("prediction", "epsilon") != "epsilon" or model.conditional:
+        raise ValueError("the hand-written diffusion loop implements the default: unconditional ε-prediction")
     unet, unet_ema, ab = model.unet, model.unet_ema, model.alphas_cumprod
     timesteps, decay_max = model.hparams.timesteps, model.hparams.ema_decay
     ema_steps = int(model.ema_steps)
