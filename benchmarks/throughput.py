@@ -192,9 +192,10 @@ def hand_gan(model, loader, optimizers, warmup: int) -> dict[str, float]:
 
     opt_g, opt_d = optimizers
     hp = model.hparams
-    if hp.loss not in ("ns", "hinge") or hp.r1_gamma or hp.ema or hp.grad_clip or hp.output != "tanh":
-        raise ValueError("the hand-written GAN loop implements ns/hinge, tanh output, no R1, EMA or clipping")
+    if hp.loss not in ("ns", "hinge") or hp.r1_gamma or hp.grad_clip or hp.output != "tanh":
+        raise ValueError("the hand-written GAN loop implements ns/hinge, tanh output, no R1 or clipping")
     G, D, latent = model.generator, model.discriminator, model.latent_dim
+    G_ema, g_steps = getattr(model, "generator_ema", None), int(getattr(model, "g_steps", 0))
 
     def to_model(out):  # tanh output -> [0, 1] -> the discriminator's [-1, 1], as GAN.generate does
         return (torch.tanh(out) + 1) / 2 * 2 - 1
@@ -221,6 +222,14 @@ def hand_gan(model, loader, optimizers, warmup: int) -> dict[str, float]:
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
+            g_steps += 1  # counted before the EMA update, as GAN.training_step does
+            if G_ema is not None:  # model.ema: G's EMA, warm-up min(decay, (1+t)/(10+t)), as GAN.update_ema
+                with torch.no_grad():
+                    decay = min(hp.ema_decay, (1 + g_steps) / (10 + g_steps))
+                    for ema_p, p in zip(G_ema.parameters(), G.parameters(), strict=True):
+                        ema_p.lerp_(p, 1 - decay)
+                    for ema_b, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+                        ema_b.copy_(b)
         window.batch_end(i)
     return window.speeds(loader.batch_size)
 
