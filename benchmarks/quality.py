@@ -112,37 +112,46 @@ def genlab_run(
     }
 
 
-def baseline_run(seed: int, work: Path, common: dict) -> dict:
+def scored_script(module: str, args: list[str], work: Path, common: dict) -> tuple[dict, dict]:
+    """Run a benchmark script that scores images on the protocol's FID path (the same backbone, n, data
+    and reference cache as the genlab rows) and prints one JSON line last. Returns that line's values and
+    the row fields every such run shares: fid, kid, confident fraction, command seconds, load, command."""
     command = [
         sys.executable,
         "-m",
-        "benchmarks.dcgan_baseline",
-        f"--seed={seed}",
-        f"--epochs={common['epochs']}",
-        f"--latent={common['latent']}",
+        module,
+        *args,
         f"--backbone={common['backbone']}",
         f"--n={common['n']}",
         f"--root={common['root']}",
         f"--cache={work / 'cache'}",
-        *common["baseline_args"],
     ]
     load = os.getloadavg()[0]
     wall, cpu, stdout = timed(command, REPO, timeout=7200)
     out = json.loads(stdout.strip().splitlines()[-1])
-    return {
-        "family": BASELINE,
-        "seed": seed,
+    shared = {
         "fid": out["fid"],
         "kid": out["kid"],
-        "recon_mse": None,
         "confident_fraction": out["confident_fraction"],
-        "train_wall_s": out["train_wall_s"],  # the training loop alone (the script also scores)
-        "train_cpu_s": out["train_cpu_s"],
         "command_wall_s": wall,
         "command_cpu_s": cpu,
         "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
-        "params": {"generator": out["params_g"], "discriminator": out["params_d"]},
         "command": " ".join(["python", *command[1:]]),
+    }
+    return out, shared
+
+
+def baseline_run(seed: int, work: Path, common: dict) -> dict:
+    args = [f"--seed={seed}", f"--epochs={common['epochs']}", f"--latent={common['latent']}"]
+    out, shared = scored_script("benchmarks.dcgan_baseline", args + common["baseline_args"], work, common)
+    return {
+        "family": BASELINE,
+        "seed": seed,
+        "recon_mse": None,
+        "train_wall_s": out["train_wall_s"],  # the training loop alone (the script also scores)
+        "train_cpu_s": out["train_cpu_s"],
+        "params": {"generator": out["params_g"], "discriminator": out["params_d"]},
+        **shared,
     }
 
 
@@ -151,33 +160,16 @@ def prior_run(family: str, seed: int, work: Path, common: dict) -> dict:
     mixture (model.sample_prior=gmm): benchmarks/quality_prior.py on the same FID path."""
     trained = json.loads((work / f"{family}_seed{seed}.json").read_text())
     ckpt = json.loads((work / f"{family}_seed{seed}" / "train" / "metrics.json").read_text())["checkpoints"]
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.quality_prior",
-        f"--ckpt={ckpt['last']}",
-        "--prior=normal",
-        f"--backbone={common['backbone']}",
-        f"--n={common['n']}",
-        f"--root={common['root']}",
-        f"--cache={work / 'cache'}",
-    ]
-    load = os.getloadavg()[0]
-    wall, cpu, stdout = timed(command, REPO, timeout=7200)
-    out = json.loads(stdout.strip().splitlines()[-1])
+    _, shared = scored_script(
+        "benchmarks.quality_prior", [f"--ckpt={ckpt['last']}", "--prior=normal"], work, common
+    )
     return {
         "family": f"{family}{PRIOR_SUFFIX}",
         "seed": seed,
-        "fid": out["fid"],
-        "kid": out["kid"],
         "recon_mse": trained["recon_mse"],  # the same model: reconstructions do not use the prior
-        "confident_fraction": out["confident_fraction"],
         "train_wall_s": None,  # no training: the checkpoint of the row above
         "train_cpu_s": None,
-        "command_wall_s": wall,
-        "command_cpu_s": cpu,
-        "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
-        "command": " ".join(["python", *command[1:]]),
+        **shared,
     }
 
 
