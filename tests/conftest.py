@@ -85,6 +85,23 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def quiet_trainer(**kwargs):
+    """A CPU pl.Trainer for in-process tests: one epoch, no logger, checkpoints, bar, summary or sanity
+    validation; any keyword overrides these."""
+    import pytorch_lightning as pl
+
+    defaults = dict(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """A folder `build(folder)` fills once per test session and every test (in every xdist worker) then
     reads: the first worker to ask builds it under a file lock, the others wait and reuse it. Tests must

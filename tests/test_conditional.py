@@ -16,7 +16,7 @@ from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.models.vaegan import VAEGAN
 
-from .conftest import built_once, genlab_main
+from .conftest import built_once, genlab_main, quiet_trainer
 from .test_config import compose_train
 
 FAMILIES = (VAE, GAN, VAEGAN)
@@ -193,10 +193,7 @@ def test_conditional_vae_on_digits_generates_the_requested_class(classifier_cach
     classifier, _ = resolve_classifier(DigitsDataModule(), classifier_cache, train_if_missing=False)
     pl.seed_everything(0, verbose=False)
     model = VAE(conditional=True, num_classes=10, latent_dim=8, width=16)
-    trainer = pl.Trainer(
-        max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-    )  # fmt: skip
+    trainer = quiet_trainer(max_epochs=8, limit_val_batches=0)
     trainer.fit(model, datamodule=DigitsDataModule())
     datamodule = DigitsDataModule()
     datamodule.setup("test")

@@ -15,20 +15,7 @@ from genlab.errors import ConfigError
 from genlab.metrics.mode_coverage import mode_coverage
 from genlab.models import load_model
 from genlab.models.gan import GAN, mmd2
-from tests.conftest import read_metrics, run_genlab
-
-
-def quiet_trainer(**kwargs) -> pl.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return pl.Trainer(**{**defaults, **kwargs})
+from tests.conftest import quiet_trainer, read_metrics, run_genlab
 
 
 def points_gan(**kwargs) -> GAN:

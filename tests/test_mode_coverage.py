@@ -4,26 +4,19 @@ itself only declares (model.mixture, from data.layout) that its val/loss is that
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 
 from genlab.callbacks.mode_coverage import ModeCoverageMetrics
 from genlab.data.mixtures import MixtureDataModule
 from genlab.models.gan import GAN
 from genlab.runtime.conf import conf_dir
+from tests.conftest import quiet_trainer
 
 
 def fit_and_validate(model: GAN, callbacks: list) -> dict[str, float]:
     data = MixtureDataModule(layout="ring", n_train=64, n_val=64, n_test=64, batch_size=64)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
+    trainer = quiet_trainer(
         limit_train_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=callbacks,
     )
     trainer.fit(model, datamodule=data)

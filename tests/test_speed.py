@@ -8,6 +8,7 @@ import torch
 
 from genlab.errors import ConfigError
 from genlab.runtime.speed import apply_speed_options, speed_settings
+from tests.conftest import quiet_trainer
 
 
 def test_speed_settings_check_keys_and_values():
@@ -55,19 +56,11 @@ class CountingNet(torch.nn.Module):
 
 
 def fit(model, steps: int = 3) -> None:
-    import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
     x = torch.rand(8 * steps, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     loader = DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=8)
-    pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(model, loader)
+    quiet_trainer().fit(model, loader)
 
 
 def test_gan_step_runs_the_generator_once_per_batch():

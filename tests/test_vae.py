@@ -10,6 +10,7 @@ from genlab.data.digits import DigitsDataModule
 from genlab.errors import ConfigError
 from genlab.models.vae import VAE
 from genlab.nets.conv import conv_plan
+from tests.conftest import quiet_trainer
 
 
 @pytest.mark.parametrize(("size", "channels"), [(8, 1), (16, 1), (28, 1), (32, 3), (64, 3)])
@@ -48,14 +49,7 @@ def test_training_lowers_validation_reconstruction_error(likelihood):
     pl.seed_everything(0, verbose=False)
     dm = DigitsDataModule(image_size=16, batch_size=64)
     model = VAE(likelihood=likelihood)
-    trainer = pl.Trainer(
-        max_epochs=4,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=4, num_sanity_val_steps=2)
     before = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/recon_mse"]
     trainer.fit(model, datamodule=dm)
     after = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/recon_mse"]
@@ -71,16 +65,7 @@ def test_gmm_prior_is_fitted_each_epoch_checkpointed_and_sampled(tmp_path):
     pl.seed_everything(0, verbose=False)
     model = VAE(latent_dim=4, width=8, sample_prior="gmm", gmm_components=3, gmm_fit_images=300)
     assert not model.gmm_fitted  # before training: N(0, I)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=4,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(limit_train_batches=4, limit_val_batches=0)
     dm = DigitsDataModule(batch_size=32)
     trainer.fit(model, datamodule=dm)
     assert model.gmm_fitted

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import Callback
 from genlab.data.digits import DigitsDataModule
 from genlab.errors import ConfigError
 from genlab.models.vaegan import VAEGAN
+from tests.conftest import quiet_trainer
 
 
 class RecordLosses(Callback):
@@ -25,16 +26,8 @@ class RecordLosses(Callback):
 
 
 def fit(model: VAEGAN, batches: int, callbacks=(), epochs: int = 1) -> pl.Trainer:
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        limit_train_batches=batches,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
+    trainer = quiet_trainer(
+        max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0, callbacks=list(callbacks)
     )
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
     return trainer
@@ -167,16 +160,7 @@ def test_decoder_ema_is_trained_checkpointed_and_used_for_samples(tmp_path):
 
     pl.seed_everything(0, verbose=False)
     model = VAEGAN(width=8, disc_width=8, latent_dim=4, margin=None, ema=True, ema_decay=0.9)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(limit_train_batches=3, limit_val_batches=0)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
     assert model.dec_steps == 3
     ema, live = model.decoder_ema.state_dict(), model.decoder.state_dict()
