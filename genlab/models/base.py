@@ -39,6 +39,20 @@ def check_warmup(lr_warmup_steps: int) -> None:
         )
 
 
+@torch.no_grad()
+def update_ema(
+    ema: torch.nn.Module, live: torch.nn.Module, steps: int, decay: float, buffers: bool = True
+) -> None:
+    """One EMA step of `live`'s weights into `ema` (Karras et al. 2018). The decay warms up as
+    min(decay, (1+t)/(10+t)) after t = `steps` earlier updates, so short runs are not stuck near the initial
+    weights (as TensorFlow's ExponentialMovingAverage with num_updates); with `buffers`, batch-norm statistics
+    follow `live`'s. One foreach call per list instead of a Python loop of per-tensor ops."""
+    rate = 1 - min(decay, (1 + steps) / (10 + steps))
+    torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), rate)
+    if buffers and (targets := list(ema.buffers())):  # (an MLP has none; foreach wants at least one)
+        torch._foreach_copy_(targets, list(live.buffers()))
+
+
 class GenerativeModel(pl.LightningModule):
     family: ClassVar[str] = "base"
     has_encoder: ClassVar[bool] = False
@@ -51,6 +65,15 @@ class GenerativeModel(pl.LightningModule):
         self.run_config: dict[str, Any] | None = None  # the composed config, stored in checkpoints
         self.conditional = False
         self.num_classes: int | None = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self.on_last_train_batch()
+
+    def on_last_train_batch(self) -> None:
+        """Runs after the last training batch of every epoch, before that epoch's validation, grids and
+        checkpoint (Lightning's on_train_epoch_end comes after validation): work the epoch's evaluation must
+        see, e.g. the prior mixture's fit or the EMA generator's standing statistics."""
 
     # -- class conditioning (model.conditional=true; genlab/nets/conditioning.py) --------------------
     def setup_conditioning(self, conditional: bool, num_classes: int | None) -> None:
@@ -266,11 +289,8 @@ class GaussianEncoderDecoder(GenerativeModel):
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=256)
         return (batch[0] for batch in loader)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # at the last batch of every epoch, before that epoch's validation, grids and checkpoint
-        if getattr(self, "sample_prior", "normal") == "gmm" and (
-            self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        ):
+    def on_last_train_batch(self) -> None:
+        if getattr(self, "sample_prior", "normal") == "gmm":
             self.fit_prior(self.training_images())
 
     def sample(self, n: int, generator: torch.Generator | None = None, labels: Any = None) -> torch.Tensor:

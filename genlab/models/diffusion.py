@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.errors import ConfigError, bad_choice
-from genlab.models.base import GenerativeModel, OptimizerFactory, check_warmup
+from genlab.models.base import GenerativeModel, OptimizerFactory, check_warmup, update_ema
 
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # genlab name -> diffusers' beta_schedule
 SAMPLERS = ("ddim", "ddpm")
@@ -440,11 +440,9 @@ class Diffusion(GenerativeModel):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """EMA of the U-Net's weights; the decay warms up as min(decay, (1+t)/(10+t)) so short runs are not
         stuck near the initial weights."""
-        t = int(self.ema_steps)
-        decay = min(self.hparams.ema_decay, (1 + t) / (10 + t))
-        for ema_p, p in zip(self.unet_ema.parameters(), self.unet.parameters(), strict=True):
-            ema_p.lerp_(p, 1 - decay)
+        update_ema(self.unet_ema, self.unet, int(self.ema_steps), self.hparams.ema_decay, buffers=False)
         self.ema_steps += 1
+        super().on_train_batch_end(outputs, batch, batch_idx)
 
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
         """`<stage>/loss`: the ε-MSE of the EMA network (what samples come from) at fixed (t, ε) per batch,

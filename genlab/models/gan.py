@@ -32,7 +32,7 @@ from torch import nn
 
 from genlab.errors import ConfigError, bad_choice
 from genlab.losses import GAN_LOSSES, gradient_penalty, r1_penalty
-from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.base import GenerativeModel, OptimizerFactory, update_ema
 from genlab.nets import ConvDecoder, ConvEncoder, mlp_discriminator, mlp_generator
 from genlab.nets.conditioning import LabelProjection, with_label_vector
 from genlab.nets.conv import NORMS, dcgan_init
@@ -290,14 +290,9 @@ class GAN(GenerativeModel):
     def update_ema(self) -> None:
         """EMA of G's weights; the decay warms up as min(decay, (1+t)/(10+t)) so short runs are not stuck
         near the initial weights (as in TensorFlow's ExponentialMovingAverage with num_updates)."""
-        if self.generator_ema is None:
-            return
-        t = self.g_steps
-        decay = min(self.hparams.ema_decay, (1 + t) / (10 + t))
-        for ema_p, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
-            ema_p.lerp_(p, 1 - decay)
-        for ema_b, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            ema_b.copy_(b)  # batch-norm statistics follow the trained generator (until the epoch ends)
+        if self.generator_ema is not None:
+            # batch-norm statistics follow the trained generator until the epoch ends (standing_statistics)
+            update_ema(self.generator_ema, self.generator, self.g_steps, self.hparams.ema_decay)
 
     @torch.no_grad()
     def standing_statistics(self, batches: int = 20, batch_size: int = 64) -> None:
@@ -322,9 +317,8 @@ class GAN(GenerativeModel):
             for m, momentum in zip(norms, momenta, strict=True):
                 m.momentum = momentum
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # at the last batch of every epoch, before that epoch's validation, grids and checkpoint
-        if self.generator_ema is not None and self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+    def on_last_train_batch(self) -> None:
+        if self.generator_ema is not None:
             self.standing_statistics()
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from genlab.errors import ConfigError, bad_choice
 from genlab.losses import GAN_LOSSES, gaussian_nll, kl_standard_normal
-from genlab.models.base import GaussianEncoderDecoder, OptimizerFactory
+from genlab.models.base import GaussianEncoderDecoder, OptimizerFactory, update_ema
 from genlab.nets import ConvDecoder, ConvEncoder
 from genlab.nets.conditioning import LabelProjection
 from genlab.nets.conv import NORMS, dcgan_init
@@ -138,13 +138,8 @@ class VAEGAN(GaussianEncoderDecoder):
     @torch.no_grad()
     def update_ema(self) -> None:
         """EMA of the decoder's weights with the GAN's warm-up min(decay, (1+t)/(10+t))."""
-        if self.decoder_ema is None:
-            return
-        decay = min(self.hparams.ema_decay, (1 + self.dec_steps) / (10 + self.dec_steps))
-        # one foreach call per list instead of a Python loop of per-tensor ops
-        torch._foreach_lerp_(list(self.decoder_ema.parameters()), list(self.decoder.parameters()), 1 - decay)
-        # batch-norm statistics follow the trained decoder
-        torch._foreach_copy_(list(self.decoder_ema.buffers()), list(self.decoder.buffers()))
+        if self.decoder_ema is not None:
+            update_ema(self.decoder_ema, self.decoder, self.dec_steps, self.hparams.ema_decay)
 
     def layer_features(self, x: torch.Tensor) -> torch.Tensor:
         """Dis_l(x): the discriminator's activations at the feature layer l."""
