@@ -11,6 +11,9 @@ How it is measured:
   `DivergenceGuard` callback on (it is part of every genlab training run: one finiteness check per step);
 - hand-written side: the family's `training_step` maths written out in plain PyTorch (same losses, same
   update order, same n_critic), nothing else;
+- the process gets the speed options `genlab train` applies (conf/train.yaml `speed`: by default
+  `reuse_memory`, a malloc setting that spares each step's page faults); it is process-wide, so the hand loop
+  runs with it too and the ratio compares the loops alone;
 - the clock runs from the start of batch `warmup` to the end of the last batch (Lightning: callback hooks;
   hand loop: the same points), so start-up, compile-free warm-up and teardown are excluded;
 - interleaved rounds A/B, B/A, ... in one process per family, same model; both sides of a round start from
@@ -382,7 +385,12 @@ def setup(family: str, steps: int, batch_size: int, tmp: str, overrides: list[st
     images, labels, source = data_tensors(steps * batch_size)
     from hydra.utils import instantiate
 
+    from genlab.runtime.speed import apply_speed_options
+
     model = instantiate(cfg.model)
+    # what `genlab train` applies before fitting (speed.reuse_memory tunes the process's malloc: both sides
+    # run in this process, so the hand loop gets it too and the ratio measures the loops alone)
+    apply_speed_options(model, cfg.get("speed"))
     return cfg, model, make_loader(images, labels, batch_size), source
 
 

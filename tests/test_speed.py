@@ -12,9 +12,10 @@ from tests.conftest import quiet_trainer
 
 
 def test_speed_settings_check_keys_and_values():
-    assert speed_settings(None) == {"channels_last": False, "compile": False}
-    assert speed_settings({"channels_last": True}) == {"channels_last": True, "compile": False}
-    with pytest.raises(ConfigError, match=r"speed\.chanels_last .*channels_last, compile"):
+    off = {"channels_last": False, "compile": False, "reuse_memory": False}
+    assert speed_settings(None) == off
+    assert speed_settings({"channels_last": True}) == {**off, "channels_last": True}
+    with pytest.raises(ConfigError, match=r"speed\.chanels_last .*channels_last, compile, reuse_memory"):
         speed_settings({"chanels_last": True})
     with pytest.raises(ConfigError, match=r"speed\.compile='yes' must be true or false"):
         speed_settings({"compile": "yes"})
@@ -35,6 +36,61 @@ def test_channels_last_keeps_outputs_and_parameter_names():
     assert list(model.state_dict()) == names  # checkpoints unchanged
     with torch.no_grad():
         torch.testing.assert_close(model.reconstruct(x), before, rtol=1e-5, atol=1e-6)
+
+
+# A fresh process (the malloc setting is process-wide): an 8 MiB block, above glibc's default 128 KiB mmap
+# threshold, gets its own mmap (mallinfo2's hblkhd grows by its size) unless speed.reuse_memory moved the
+# threshold.
+MALLOC_PROBE = """
+import ctypes, json, sys
+from genlab.runtime.speed import reuse_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+applied = reuse_freed_memory() if sys.argv[1] == "on" else False
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(8 << 20)
+print(json.dumps({"applied": applied, "again": reuse_freed_memory() if applied else None,
+                  "mmapped": libc.mallinfo2().hblkhd - before}))
+"""
+
+
+@pytest.mark.skipif(
+    __import__("platform").libc_ver()[0] != "glibc", reason="speed.reuse_memory tunes glibc's malloc"
+)
+@pytest.mark.parametrize("mode", ["off", "on", "user env"])
+def test_reuse_memory_keeps_large_blocks_on_the_heap(mode, tmp_path):
+    import ctypes
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("glibc < 2.33 has no mallinfo2")
+    env = dict(os.environ)
+    if mode == "user env":  # the user's own malloc setting wins: genlab leaves malloc alone
+        env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
+    out = subprocess.run(
+        [sys.executable, "-c", MALLOC_PROBE, "off" if mode == "off" else "on"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    probe = json.loads(out.stdout)
+    if mode == "on":
+        assert probe["applied"] is True and probe["again"] is True
+        assert probe["mmapped"] == 0  # the 8 MiB block came from the heap, reusable after a free
+    else:
+        assert probe["applied"] is False
+        assert probe["mmapped"] >= 8 << 20
 
 
 class CountingNet(torch.nn.Module):
