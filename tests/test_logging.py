@@ -132,3 +132,63 @@ def test_grid_image_tiles_images_on_white():
     grid = grid_image(torch.zeros(4, 1, 8, 8), min_width=0)
     assert grid.shape == (3, 2 * 8 + 3 * 2, 2 * 8 + 3 * 2)  # 2x2 tiles with 2-pixel white padding
     assert grid.max() == 1.0 and grid.min() == 0.0
+
+
+class _TinyModel:
+    """Built lazily (genlab.models imports Lightning): a GenerativeModel whose training step logs `loss`
+    every step and `extra` on even batches, natively (log_dict on_step+on_epoch) or through log_train."""
+
+    @staticmethod
+    def make(native: bool):
+        from genlab.models.base import GenerativeModel
+
+        class Tiny(GenerativeModel):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = torch.nn.Linear(2, 1)
+
+            def training_step(self, batch, batch_idx):
+                loss = self.net(batch[0]).pow(2).mean()
+                losses = {"loss": loss} if batch_idx % 2 else {"loss": loss, "extra": loss.detach() * 3 + 1}
+                if native:
+                    named = {f"train/{k}": v for k, v in losses.items()}
+                    self.log_dict(named, on_step=True, on_epoch=True, batch_size=len(batch[0]))
+                else:
+                    self.log_train(losses, len(batch[0]))
+                return losses
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        return Tiny()
+
+
+def test_log_train_writes_what_lightning_on_step_and_on_epoch_logging_writes(tmp_path):
+    """log_train (genlab's cheap training-loss logging) against Lightning's own self.log_dict(on_step=True,
+    on_epoch=True): same CSV columns, the same step rows every log_every_n_steps, the same batch-size
+    weighted epoch means (uneven last batch, a loss missing on half the steps), same callback_metrics."""
+    import pandas as pd
+    from pytorch_lightning.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .conftest import quiet_trainer
+
+    data = TensorDataset(torch.linspace(-1, 1, 22).reshape(11, 2))  # batches of 3, 3, 3, 2
+    frames, callback = {}, {}
+    for native in (True, False):
+        torch.manual_seed(0)
+        model = _TinyModel.make(native)
+        logger = CSVLogger(tmp_path, name="native" if native else "log_train", version=0)
+        trainer = quiet_trainer(max_epochs=2, logger=logger, log_every_n_steps=3)
+        trainer.fit(model, DataLoader(data, batch_size=3))
+        frames[native] = pd.read_csv(tmp_path / logger.name / "version_0" / "metrics.csv")
+        callback[native] = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")
+        }
+    native, ours = frames[True], frames[False]
+    assert sorted(native.columns) == sorted(ours.columns)
+    assert {"train/loss_step", "train/loss_epoch", "train/extra_epoch"} <= set(ours.columns)
+    pd.testing.assert_frame_equal(native, ours[native.columns], rtol=1e-6)
+    assert ours["train/loss_epoch"].notna().sum() == 2  # one row per epoch
+    assert callback[True] == pytest.approx(callback[False], rel=1e-6)
+    assert set(callback[False]) >= {"train/loss", "train/extra", "train/loss_epoch"}

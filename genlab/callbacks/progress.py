@@ -77,12 +77,17 @@ def val_metrics(trainer: pl.Trainer) -> dict[str, float]:
     return dict(sorted(shown.items(), key=lambda kv: (kv[0] != "loss", kv[0])))
 
 
-def epoch_train_means(trainer: pl.Trainer, names: list[str], fallback: dict[str, float]) -> dict[str, float]:
-    """This epoch's means of `names` as Lightning logged them (`train/<name>` after the epoch ended), so the
-    printed line and the logs agree; the running means where a loss was not logged under that name."""
+def epoch_train_means(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, names: list[str], fallback: dict[str, float]
+) -> dict[str, float]:
+    """This epoch's means of `names` as they are logged (`train/<name>_epoch`: genlab's models hand them to
+    Lightning in their own on_train_epoch_end, which runs after this callback's, so they are read from the
+    model; else Lightning's `train/<name>`), so the printed line and the logs agree; the running means where
+    a loss was not logged under that name."""
+    logged = pl_module.train_epoch_means() if hasattr(pl_module, "train_epoch_means") else {}
     out = {}
     for name in names:
-        value = _float(trainer.callback_metrics.get(f"train/{name}"))
+        value = _float(logged.get(name, trainer.callback_metrics.get(f"train/{name}")))
         out[name] = value if value is not None else fallback[name]
     return out
 
@@ -138,7 +143,9 @@ class EpochLines(ProgressBar):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         running = self.running.means()
         parts = [f"{self._epoch(trainer)} batch {batches_seen(trainer)}"]
-        parts.append("train " + console.join_metrics(epoch_train_means(trainer, list(running), running)))
+        parts.append(
+            "train " + console.join_metrics(epoch_train_means(trainer, pl_module, list(running), running))
+        )
         if self._val_epoch == trainer.current_epoch:  # validation ran in this epoch
             parts.append("val " + console.join_metrics(val_metrics(trainer)))
         self._print(trainer, " | ".join(parts))

@@ -65,6 +65,9 @@ class GenerativeModel(pl.LightningModule):
         self.run_config: dict[str, Any] | None = None  # the composed config, stored in checkpoints
         self.conditional = False
         self.num_classes: int | None = None
+        # log_train's sums this epoch: {names logged together: [batch-size-weighted sums, images]}
+        self._train_sums: dict[tuple[str, ...], list] = {}
+        self._train_last: dict[str, torch.Tensor] = {}  # the latest value of each loss this epoch
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
@@ -74,6 +77,55 @@ class GenerativeModel(pl.LightningModule):
         """Runs after the last training batch of every epoch, before that epoch's validation, grids and
         checkpoint (Lightning's on_train_epoch_end comes after validation): work the epoch's evaluation must
         see, e.g. the prior mixture's fit or the EMA generator's standing statistics."""
+
+    # -- training losses in the logs ---------------------------------------------------------------
+    def log_train(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Log a training step's losses as `self.log_dict({"train/<k>": v}, on_step=True, on_epoch=True)`
+        would: `train/<k>_step` on the steps the loggers write (every trainer.log_every_n_steps), and at the
+        epoch's end `train/<k>_epoch`, the batch-size-weighted mean, also as `train/<k>` for callbacks. Same
+        names and numbers for a fraction of the cost: Lightning's bookkeeping takes ~0.6 ms per value and
+        step on CPU (3 % of a VAE step); here an epoch's sums are one tensor update per step, and Lightning
+        is handed values only on the steps its loggers write. The set of names may change between steps
+        (e.g. the GAN's loss_g only on generator steps): as with Lightning, a step row then carries the
+        latest value of this epoch for a loss the step did not compute."""
+        names = tuple(losses)
+        detached = {k: v.detach() for k, v in losses.items()}
+        self._train_last.update(detached)
+        values = torch.stack([v.float().reshape(()) for v in detached.values()])
+        entry = self._train_sums.get(names)
+        if entry is None:
+            self._train_sums[names] = [values * batch_size, batch_size]
+        else:
+            entry[0].add_(values, alpha=batch_size)
+            entry[1] += batch_size
+        connector = getattr(self.trainer, "_logger_connector", None)
+        if connector is None or connector.should_update_logs or self.trainer.fast_dev_run:
+            step = {f"train/{k}_step": v for k, v in self._train_last.items()}
+            self.log_dict(step, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def train_epoch_means(self) -> dict[str, torch.Tensor]:
+        """This epoch's batch-size-weighted mean of every loss given to `log_train` so far."""
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        for names, (total, images) in self._train_sums.items():
+            for name, value in zip(names, total, strict=True):
+                sums[name] = sums[name] + value if name in sums else value
+                counts[name] = counts.get(name, 0) + images
+        return {name: sums[name] / counts[name] for name in sums}
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums.clear()
+        self._train_last.clear()
+
+    def on_train_epoch_end(self) -> None:
+        # before the monitoring callbacks (checkpoint, early stopping) and the epoch's log row
+        means = self.train_epoch_means()
+        self._train_sums.clear()
+        if means:
+            self.log_dict({f"train/{k}_epoch": v for k, v in means.items()}, on_epoch=True, sync_dist=True)
+            self.log_dict(
+                {f"train/{k}": v for k, v in means.items()}, on_epoch=True, logger=False, sync_dist=True
+            )
 
     # -- class conditioning (model.conditional=true; genlab/nets/conditioning.py) --------------------
     def setup_conditioning(self, conditional: bool, num_classes: int | None) -> None:

@@ -433,7 +433,7 @@ class Diffusion(GenerativeModel):
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         loss = self.diffusion_loss(batch[0], labels=self.batch_labels(batch))
-        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(batch[0]))
+        self.log_train({"loss": loss}, len(batch[0]))
         return {"loss": loss}
 
     @torch.no_grad()

@@ -427,7 +427,7 @@ class Flow(GenerativeModel):
     # -- training ----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         bpd = self.bits_per_dim(batch[0]).mean()
-        self.log("train/loss", bpd, on_step=True, on_epoch=True, batch_size=len(batch[0]))
+        self.log_train({"loss": bpd}, len(batch[0]))
         return {"loss": bpd}
 
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:

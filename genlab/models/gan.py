@@ -340,9 +340,7 @@ class GAN(GenerativeModel):
             self.g_steps += 1
             self.update_ema()
             out["loss_g"] = loss_g.detach()
-        self.log_dict(
-            {f"train/{k}": v for k, v in out.items()}, on_step=True, on_epoch=True, batch_size=len(real)
-        )
+        self.log_train(out, len(real))
         return out
 
     # -- evaluation --------------------------------------------------------------------------------

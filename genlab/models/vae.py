@@ -98,9 +98,7 @@ class VAE(GaussianEncoderDecoder):
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         losses = self._losses(batch[0], self.kl_weight(), self.batch_labels(batch))
-        # batch_size given: without it every self.log call inspects training_step's signature and the batch
-        named = {f"train/{k}": v for k, v in losses.items()}
-        self.log_dict(named, on_step=True, on_epoch=True, batch_size=len(batch[0]))
+        self.log_train(losses, len(batch[0]))
         return losses
 
     def _eval_step(self, batch, stage: str) -> None:
