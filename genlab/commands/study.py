@@ -70,8 +70,13 @@ def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path
                 figures.append(Figure(path, alt=f"{family}: reconstructions", caption=caption, badge=family))
             if callable(getattr(model, "decode", None)) and getattr(model, "latent_dim", None):
                 generator = torch.Generator().manual_seed(1)
-                a = torch.randn(6, model.latent_dim, generator=generator)
-                b = torch.randn(6, model.latent_dim, generator=generator)
+                # the model's sampling prior (the fitted mixture with sample_prior=gmm), else N(0, I)
+                draw = getattr(model, "prior_latents", None)
+                if draw is not None:
+                    a, b = draw(6, generator).cpu(), draw(6, generator).cpu()
+                else:
+                    a = torch.randn(6, model.latent_dim, generator=generator)
+                    b = torch.randn(6, model.latent_dim, generator=generator)
                 path_z = interpolation_path(a, b, 8, "slerp").reshape(-1, model.latent_dim)
                 walk = model.decode(path_z.to(model.device)).float().cpu().clamp(0, 1)
                 path = save_upscaled_grid(walk, folder / f"{family}_interpolation.png", 8, tile)
