@@ -192,3 +192,15 @@ def test_log_train_writes_what_lightning_on_step_and_on_epoch_logging_writes(tmp
     assert ours["train/loss_epoch"].notna().sum() == 2  # one row per epoch
     assert callback[True] == pytest.approx(callback[False], rel=1e-6)
     assert set(callback[False]) >= {"train/loss", "train/extra", "train/loss_epoch"}
+
+
+def test_log_train_outside_a_trainer_only_keeps_the_epoch_sums():
+    model = _TinyModel.make(native=False)
+    batch = (torch.ones(4, 2),)
+    first = model.training_step(batch, 0)  # "loss" and "extra"
+    second = model.training_step((torch.ones(2, 2),), 1)  # "loss" only, a batch half the size
+    means = model.train_epoch_means()
+    assert set(means) == {"loss", "extra"}
+    assert float(means["extra"]) == pytest.approx(float(first["extra"]))
+    weighted = (4 * float(first["loss"]) + 2 * float(second["loss"])) / 6
+    assert float(means["loss"]) == pytest.approx(weighted)

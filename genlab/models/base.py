@@ -98,8 +98,11 @@ class GenerativeModel(pl.LightningModule):
         else:
             entry[0].add_(values, alpha=batch_size)
             entry[1] += batch_size
-        connector = getattr(self.trainer, "_logger_connector", None)
-        if connector is None or connector.should_update_logs or self.trainer.fast_dev_run:
+        trainer = self._trainer
+        if trainer is None:  # a step run by hand: nothing to log to (self.log would only warn)
+            return
+        connector = getattr(trainer, "_logger_connector", None)
+        if connector is None or connector.should_update_logs or trainer.fast_dev_run:
             step = {f"train/{k}_step": v for k, v in self._train_last.items()}
             self.log_dict(step, on_step=True, on_epoch=False, batch_size=batch_size)
 
