@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genlab.errors import ConfigError
-from genlab.models.flow import Flow
+from genlab.models.flow import Flow, squeeze
 from tests.conftest import genlab_main, read_metrics, run_genlab
 
 
@@ -29,11 +29,23 @@ def perturb(model: Flow, scale: float = 0.05) -> Flow:
     return model
 
 
-@pytest.mark.parametrize(("image_size", "split_prior"), [(4, False), (8, True)])
-def test_image_flow_inverts_exactly_and_its_logdet_matches_autograd(image_size, split_prior):
+@pytest.mark.parametrize(
+    ("image_size", "split_prior", "options"),
+    [
+        (4, False, {}),
+        (8, True, {}),
+        # additive couplings (NICE), no full-resolution checkerboard, a deeper and wider coarsest scale
+        (8, True, {"coupling": "additive", "checker_steps": 0, "coarse_steps": 3, "coarse_hidden": 12}),
+        (8, True, {"checker_steps": 1, "coarse_steps": 3, "coarse_hidden": 12}),
+        (8, False, {"checker_steps": 0, "split": False}),  # no factoring-out: one scale holds every channel
+    ],
+)
+def test_image_flow_inverts_exactly_and_its_logdet_matches_autograd(image_size, split_prior, options):
     """Encode then decode within 1e-4, and the log-determinant (logit preprocessing, couplings, 1x1
     convolutions, actnorm and Glow's learned split prior) equal to log|det| of autograd's Jacobian."""
-    model = Flow(image_size=image_size, channels=1, steps=2, hidden=8, split_prior=split_prior).double()
+    model = Flow(
+        image_size=image_size, channels=1, steps=2, hidden=8, split_prior=split_prior, **options
+    ).double()
     x = (
         torch.rand(6, 1, image_size, image_size, generator=torch.Generator().manual_seed(0)).double() * 0.9
         + 0.05
@@ -104,6 +116,26 @@ def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="temperature"):
         Flow(temperature=0)
     assert Flow(image_size=28, channels=1).hparams.levels == 2  # 28 -> 14 -> 7
+    with pytest.raises(ConfigError, match="coupling"):
+        Flow(coupling="spline")
+    with pytest.raises(ConfigError, match="coarse_steps"):
+        Flow(coarse_steps=0)
+
+
+def test_coarse_options_size_only_the_coarsest_scale():
+    """coarse_steps/coarse_hidden change the last scale only; checker_steps the full-resolution couplings."""
+    model = Flow(
+        image_size=8, channels=1, steps=2, hidden=8, checker_steps=0, coarse_steps=5, coarse_hidden=12
+    )
+    first, last = model.flow.levels[0], model.flow.levels[-1]
+    assert len(model.flow.checker) == 0 and len(first) == 3 * 2 and len(last) == 3 * 5
+    assert first[2].net[0].out_channels == 8 and last[2].net[0].out_channels == 12
+    # additive couplings are volume-preserving: log-det exactly 0
+    coupling = Flow(image_size=8, channels=1, steps=1, hidden=8, coupling="additive").flow.levels[0][2]
+    assert coupling(squeeze(torch.rand(3, 1, 8, 8)))[1].abs().max() == 0
+    # split=false: no factoring-out, every channel reaches the coarsest scale (1 -> 4 -> 16)
+    unsplit = Flow(image_size=8, channels=1, levels=2, steps=1, hidden=8, split=False, split_prior=True)
+    assert len(unsplit.flow.priors) == 0 and unsplit.flow.levels[-1][0].bias.numel() == 16
 
 
 @pytest.mark.slow

@@ -2,10 +2,13 @@
 
 Images: a multiscale flow in the style of RealNVP (Dinh et al. 2017) with Glow's step (Kingma & Dhariwal
 2018): uniform dequantisation of the 8-bit data and a logit transform (RealNVP sec. 4.1), both with their
-log-determinants; per scale two checkerboard affine couplings at full resolution on the first scale, then
-squeeze (space to depth) and `steps` × [actnorm, invertible 1×1 convolution, affine coupling on a channel
-split]; half the channels are factored out to the N(0, I) prior after every scale but the last. Points
-(data=ring/grid, image_size null): an MLP RealNVP, alternating coordinate masks with actnorm in between.
+log-determinants; `checker_steps` checkerboard affine couplings at full resolution (RealNVP; 0 as in Glow),
+then per scale a squeeze (space to depth) and `steps` × [actnorm, invertible 1×1 convolution, coupling on a
+channel split], affine or additive (NICE); the coarsest scale, where a sample's global shape is decided, can
+be deeper and wider (`coarse_steps`, `coarse_hidden`). With `split` half the channels are factored out to
+the prior after every scale but the last (RealNVP's multiscale architecture; Glow's learned split prior
+with `split_prior`). Points (data=ring/grid, image_size null): an MLP RealNVP, alternating coordinate masks
+with actnorm in between.
 
 Written here rather than taken from a library: the maintained flow libraries (e.g. normflows, zuko, nflows)
 target vectors or ship image flows with their own training loops, dequantisation and conventions; the
@@ -87,17 +90,20 @@ def coupling_net(in_ch: int, out_ch: int, hidden: int) -> nn.Module:
 
 class AffineCoupling(nn.Module):
     """y_b = x_b·s(x_a) + t(x_a), y_a = x_a (Dinh et al. 2017, eq. 4-5) with s = sigmoid(h + 2) as in Glow's
-    code (bounded, starts near 1). `mask="channel"` splits channels in halves; `mask="checker0"`/`"checker1"`
-    uses a spatial checkerboard (RealNVP sec. 3.4), the net seeing the masked input and the mask."""
+    code (bounded, starts near 1); `additive=True` keeps s = 1, y_b = x_b + t(x_a) (NICE, Dinh et al. 2015;
+    Glow's additive coupling), volume-preserving (log-det 0). `mask="channel"` splits channels in halves;
+    `mask="checker0"`/`"checker1"` uses a spatial checkerboard (RealNVP sec. 3.4), the net seeing the masked
+    input and the mask."""
 
-    def __init__(self, channels: int, hidden: int, mask: str) -> None:
+    def __init__(self, channels: int, hidden: int, mask: str, additive: bool = False) -> None:
         super().__init__()
-        self.mask = mask
+        self.mask, self.additive = mask, additive
+        per_out = 1 if additive else 2  # t only, or (log s, t)
         if mask == "channel":
             self.n_a = channels // 2
-            self.net = coupling_net(self.n_a, 2 * (channels - self.n_a), hidden)
+            self.net = coupling_net(self.n_a, per_out * (channels - self.n_a), hidden)
         else:
-            self.net = coupling_net(channels + 1, 2 * channels, hidden)
+            self.net = coupling_net(channels + 1, per_out * channels, hidden)
 
     def _checker(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -106,6 +112,8 @@ class AffineCoupling(nn.Module):
         return m.to(x.dtype).expand(1, 1, h, w)
 
     def _scale_shift(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.additive:
+            return torch.zeros_like(h), h
         raw_s, t = h.chunk(2, dim=1)
         log_s = nn.functional.logsigmoid(raw_s + 2.0)
         return log_s, t
@@ -169,28 +177,51 @@ class ImageFlow(nn.Module):
     """The multiscale flow on logit space: x (B, C, H, W) -> (z (B, C·H·W), logdet)."""
 
     def __init__(
-        self, image_size: int, channels: int, levels: int, steps: int, hidden: int, split_prior: bool = False
+        self,
+        image_size: int,
+        channels: int,
+        levels: int,
+        steps: int,
+        hidden: int,
+        split_prior: bool = False,
+        checker_steps: int = 2,
+        coarse_steps: int | None = None,
+        coarse_hidden: int | None = None,
+        additive: bool = False,
+        split: bool = True,
     ) -> None:
         super().__init__()
         self.shape = (channels, image_size, image_size)
+        self.split = split
         self.priors = nn.ModuleList()  # one learned split prior per factored-out half (split_prior=true)
+        # full resolution, before the first squeeze: alternating checkerboard couplings (RealNVP sec. 3.6)
         self.checker = nn.ModuleList(
-            AffineCoupling(channels, hidden, mask) for mask in ("checker0", "checker1")
+            AffineCoupling(channels, hidden, ("checker0", "checker1")[i % 2], additive)
+            for i in range(checker_steps)
         )
-        self.checker_norms = nn.ModuleList(ActNorm(channels) for _ in range(2))
+        self.checker_norms = nn.ModuleList(ActNorm(channels) for _ in range(checker_steps))
         self.levels = nn.ModuleList()
         ch, seed = channels, 0
         for level in range(levels):
             ch *= 4
+            coarsest = level == levels - 1  # the scale that decides a sample's global shape
+            n_steps = coarse_steps if coarsest and coarse_steps is not None else steps
+            width = coarse_hidden if coarsest and coarse_hidden is not None else hidden
             layers = nn.ModuleList()
-            for _ in range(steps):
-                layers.extend([ActNorm(ch), InvConv1x1(ch, seed), AffineCoupling(ch, hidden, "channel")])
+            for _ in range(n_steps):
+                layers.extend(
+                    [ActNorm(ch), InvConv1x1(ch, seed), AffineCoupling(ch, width, "channel", additive)]
+                )
                 seed += 1
             self.levels.append(layers)
-            if level < levels - 1:
+            if self.splits_after(level, levels):
                 if split_prior:
                     self.priors.append(SplitPrior(ch - ch // 2, ch // 2))
                 ch -= ch // 2  # factor out half the channels to the prior
+
+    def splits_after(self, level: int, levels: int | None = None) -> bool:
+        """Whether half the channels are factored out after `level` (every scale but the last, if split)."""
+        return self.split and level < (len(self.levels) if levels is None else levels) - 1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = torch.zeros(len(x), device=x.device, dtype=x.dtype)
@@ -204,7 +235,7 @@ class ImageFlow(nn.Module):
             for layer in layers:
                 x, ld = layer(x)
                 logdet = logdet + ld
-            if i < len(self.levels) - 1:
+            if self.splits_after(i):
                 half = x.shape[1] // 2
                 factored, x = x[:, :half], x[:, half:]
                 if self.priors:
@@ -220,7 +251,7 @@ class ImageFlow(nn.Module):
         shapes = []
         for i in range(len(self.levels)):
             c, s = c * 4, s // 2
-            if i < len(self.levels) - 1:
+            if self.splits_after(i):
                 shapes.append((c // 2, s, s))
                 c -= c // 2
         shapes.append((c, s, s))
@@ -228,7 +259,7 @@ class ImageFlow(nn.Module):
         parts = [p.reshape(len(z), *sh) for p, sh in zip(z.split(sizes, 1), shapes, strict=True)]
         x = parts[-1]
         for i in reversed(range(len(self.levels))):
-            if i < len(self.levels) - 1:
+            if self.splits_after(i):
                 factored = self.priors[i].inverse(parts[i], x) if self.priors else parts[i]
                 x = torch.cat([factored, x], 1)
             for layer in reversed(self.levels[i]):
@@ -317,6 +348,11 @@ class Flow(GenerativeModel):
         alpha: float = 0.05,
         temperature: float = 1.0,
         split_prior: bool = False,
+        checker_steps: int = 2,
+        coarse_steps: int | None = None,
+        coarse_hidden: int | None = None,
+        coupling: str = "affine",
+        split: bool = True,
         lr_warmup_steps: int = 0,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
@@ -330,6 +366,16 @@ class Flow(GenerativeModel):
             raise ConfigError(
                 f"model.steps={steps!r}, model.hidden={hidden!r}, model.mlp_steps={mlp_steps!r} and "
                 f"model.mlp_hidden={mlp_hidden!r} must be positive integers."
+            )
+        if coupling not in ("affine", "additive"):
+            raise ConfigError(
+                f"model.coupling={coupling!r} is not a coupling type; choose affine (RealNVP/Glow: "
+                "y = x·s + t) or additive (NICE/Glow-additive: y = x + t, volume-preserving)."
+            )
+        if checker_steps < 0 or any(v is not None and v < 1 for v in (coarse_steps, coarse_hidden)):
+            raise ConfigError(
+                f"model.checker_steps={checker_steps!r} must be >= 0, and model.coarse_steps="
+                f"{coarse_steps!r} and model.coarse_hidden={coarse_hidden!r} null or positive integers."
             )
         self.is_image = image_size is not None
         if self.is_image:
@@ -349,7 +395,19 @@ class Flow(GenerativeModel):
             self.save_hyperparameters(ignore=["optimizer"])
             self.hparams.levels = levels
             self.shape: tuple[int, ...] = (channels, image_size, image_size)
-            self.flow: nn.Module = ImageFlow(image_size, channels, levels, steps, hidden, split_prior)
+            self.flow: nn.Module = ImageFlow(
+                image_size,
+                channels,
+                levels,
+                steps,
+                hidden,
+                split_prior,
+                checker_steps,
+                coarse_steps,
+                coarse_hidden,
+                additive=coupling == "additive",
+                split=split,
+            )
         else:
             self.save_hyperparameters(ignore=["optimizer"])
             self.shape = (data_dim,)
