@@ -59,8 +59,8 @@ LIKELIHOOD_NOTE = {
 
 def likelihood_kind(model, iwae_k: int) -> str | None:
     """The label of the bits/dim this model gets ("exact", "iwae-k", "vlb"), None when it has none."""
-    if getattr(model, "conditional", False):
-        return None
+    if getattr(model, "conditional", False) and not getattr(model, "marginal_likelihood", False):
+        return None  # conditional families score p(x | y); a conditional flow also has the exact p(x)
     if callable(getattr(model, "bits_per_dim", None)):
         return getattr(model, "bpd_bound", "bound")
     if getattr(model, "family", None) == "vae" and iwae_k > 0:

@@ -245,8 +245,8 @@ class ImageFlow(nn.Module):
         out.append(x.flatten(1))
         return torch.cat(out, 1), logdet
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        # the shapes the forward pass produced, to cut z back into its factored-out parts
+    def part_shapes(self) -> list[tuple[int, int, int]]:
+        """The shapes of z's parts as the forward pass produces them: each factored-out half, then the top."""
         c, s = self.shape[0], self.shape[1]
         shapes = []
         for i in range(len(self.levels)):
@@ -255,6 +255,10 @@ class ImageFlow(nn.Module):
                 shapes.append((c // 2, s, s))
                 c -= c // 2
         shapes.append((c, s, s))
+        return shapes
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        shapes = self.part_shapes()  # to cut z back into its factored-out parts
         sizes = [math.prod(sh) for sh in shapes]
         parts = [p.reshape(len(z), *sh) for p, sh in zip(z.split(sizes, 1), shapes, strict=True)]
         x = parts[-1]
@@ -268,6 +272,37 @@ class ImageFlow(nn.Module):
         for norm, coupling in zip(reversed(self.checker_norms), reversed(self.checker), strict=True):
             x = norm.inverse(coupling.inverse(x))
         return x
+
+
+class ClassPrior(nn.Module):
+    """Glow's class-conditional top prior (Kingma & Dhariwal 2018, sec. 5 and their code's `ycond`):
+    z_top | y ~ N(μ_y, σ_y²), one learned mean and log-scale per class and dimension of the top latent,
+    zero-initialised (so it starts as N(0, I)). Written as the affine map ε = (z_top - μ_y)/σ_y like
+    `SplitPrior`. The flow itself is shared by the classes, so the unconditional density is exact:
+    p(x) = Σ_y p(y) p(x | y), a mixture in the top latent, with p(y) uniform."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(num_classes, 2, dim))
+
+    def mean_log_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ), each (K, D); log σ bounded to ±3 like the split prior's."""
+        return self.table[:, 0], 3 * torch.tanh(self.table[:, 1] / 3)
+
+    def forward(self, top: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_scale = (p[labels] for p in self.mean_log_scale())
+        return (top - mean) * (-log_scale).exp(), -log_scale.sum(1)
+
+    def inverse(self, eps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        mean, log_scale = (p[labels] for p in self.mean_log_scale())
+        return mean + eps * log_scale.exp()
+
+    def marginal_log_prob(self, top: torch.Tensor) -> torch.Tensor:
+        """log Σ_y p(y) N(top; μ_y, σ_y²) with p(y) = 1/K: (B,)."""
+        mean, log_scale = self.mean_log_scale()
+        eps = (top[:, None] - mean) * (-log_scale).exp()  # (B, K, D)
+        per_class = -0.5 * (eps.pow(2) + math.log(2 * math.pi)).sum(2) - log_scale.sum(1)  # (B, K)
+        return torch.logsumexp(per_class, 1) - math.log(len(mean))
 
 
 class VectorCoupling(nn.Module):
@@ -333,6 +368,9 @@ class Flow(GenerativeModel):
     takes_points = True  # an MLP RealNVP when image_size is null (data=ring|grid)
     invertible: ClassVar[bool] = True
     bpd_bound: ClassVar[str] = "exact"
+    marginal_likelihood: ClassVar[bool] = (
+        True  # conditional too: bits_per_dim(x) is of p(x) = Σ_y p(y) p(x|y)
+    )
 
     def __init__(
         self,
@@ -353,6 +391,8 @@ class Flow(GenerativeModel):
         coarse_hidden: int | None = None,
         coupling: str = "affine",
         split: bool = True,
+        conditional: bool = False,
+        num_classes: int | None = None,
         lr_warmup_steps: int = 0,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
@@ -413,6 +453,15 @@ class Flow(GenerativeModel):
             self.shape = (data_dim,)
             self.flow = VectorFlow(data_dim, mlp_steps, mlp_hidden, mlp_depth)
         self.latent_dim = math.prod(self.shape)
+        self.setup_conditioning(conditional, num_classes)
+        if self.conditional:
+            if not self.is_image:
+                raise ConfigError(
+                    "model.conditional=true is for image flows (a class-conditional top prior); the point "
+                    "mixtures (data=ring|grid) are unlabelled. Use model.conditional=false."
+                )
+            self.top_dim = math.prod(self.flow.part_shapes()[-1])
+            self.class_prior = ClassPrior(self.num_classes, self.top_dim)
 
     # -- preprocessing (images): [0, 1] <-> logit space ------------------------------------------------
     def to_logit(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -426,36 +475,65 @@ class Flow(GenerativeModel):
         a = self.hparams.alpha
         return (torch.sigmoid(v) - a) / (1 - 2 * a)
 
-    def forward_with_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Data (images in [0, 1] or points) -> (z (B, D), log|det ∂z/∂x|), preprocessing included."""
+    def forward_with_logdet(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data (images in [0, 1] or points) -> (z (B, D), log|det ∂z/∂x|), preprocessing included. A
+        conditional model given `labels` also standardises the top latent with its class prior, so z is
+        N(0, I) under p(x | y); without labels its top latent stays as the shared flow leaves it."""
         if not self.is_image:
             return self.flow(x)
         v, logdet = self.to_logit(x)
         z, flow_logdet = self.flow(v)
-        return z, logdet + flow_logdet
+        logdet = logdet + flow_logdet
+        if self.conditional and labels is not None:
+            rest, top = z[:, : -self.top_dim], z[:, -self.top_dim :]
+            top, prior_logdet = self.class_prior(top, labels.long().to(z.device))
+            z, logdet = torch.cat([rest, top], 1), logdet + prior_logdet
+        return z, logdet
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] (or points) -> latent codes (B, D), exactly invertible by `decode`."""
-        return self.forward_with_logdet(x.to(self.device))[0]
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] (or points) -> latent codes (B, D), exactly invertible by `decode` (a
+        conditional model: with the images' `labels`)."""
+        if self.conditional:
+            labels = self.data_labels(labels, "encoding")
+        return self.forward_with_logdet(x.to(self.device), labels)[0]
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent codes (B, D) -> images in [0, 1] (or points)."""
-        x = self.flow.inverse(z.to(self.device).reshape(len(z), -1))
+    def decode(self, z: torch.Tensor, labels=None) -> torch.Tensor:
+        """Latent codes (B, D) -> images in [0, 1] (or points); a conditional model decodes as class
+        `labels` (None: the classes in turn)."""
+        z = z.to(self.device).reshape(len(z), -1)
+        if self.conditional:
+            top = self.class_prior.inverse(z[:, -self.top_dim :], self.class_labels(len(z), labels))
+            z = torch.cat([z[:, : -self.top_dim], top], 1)
+        x = self.flow.inverse(z)
         return self.from_logit(x).clamp(0, 1) if self.is_image else x
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, temperature: float | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        temperature: float | None = None,
+        labels=None,
     ) -> torch.Tensor:
         """n samples from z ~ N(0, T²·I) with T = `model.temperature` (Glow sec. 5: T < 1 trades diversity
-        for cleaner samples); a seeded CPU `generator` repeats them."""
+        for cleaner samples); a seeded CPU `generator` repeats them. A conditional model draws class
+        `labels` (None: the classes in turn, i.e. a class-balanced sample of p(x))."""
+        if labels is not None and not self.conditional:
+            self.class_labels(n, labels)  # the clear error: this model cannot generate by class
         t = self.hparams.temperature if temperature is None else temperature
-        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device) * t)
+        return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(self.device) * t, labels)
 
     # -- likelihood ---------------------------------------------------------------------------------
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) of continuous inputs (images in [0, 1], density on [0, 1]^D; or points)."""
-        z, logdet = self.forward_with_logdet(x)
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x) of continuous inputs (images in [0, 1], density on [0, 1]^D; or points). A conditional
+        model: log p(x | y) given `labels`, else the exact marginal log Σ_y p(y) p(x | y)."""
+        if self.conditional and labels is None:
+            z, logdet = self.forward_with_logdet(x)
+            rest, top = z[:, : -self.top_dim], z[:, -self.top_dim :]
+            return standard_normal_logprob(rest) + self.class_prior.marginal_log_prob(top) + logdet
+        z, logdet = self.forward_with_logdet(x, labels)
         return standard_normal_logprob(z) + logdet
 
     def dequantise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -468,35 +546,42 @@ class Flow(GenerativeModel):
         )
         return (k + u) / 256
 
-    def bits_per_dim(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def bits_per_dim(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Per-item bits/dim: images, -log2 p(y) / D + 8 for one dequantisation draw (an upper bound on the
         discrete -log2 P / D, tight in expectation up to the dequantisation gap); points, -log2 p(x) / D
-        (differential, so it can be negative)."""
+        (differential, so it can be negative). A conditional model: of p(x | y) given `labels`, else of the
+        marginal p(x)."""
         dims = self.latent_dim
         if not self.is_image:
             return -self.log_prob(x) / (dims * math.log(2))
-        return -self.log_prob(self.dequantise(x, generator)) / (dims * math.log(2)) + 8.0
+        return -self.log_prob(self.dequantise(x, generator), labels) / (dims * math.log(2)) + 8.0
 
     @torch.no_grad()
     def anomaly_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`nll`: negative log-likelihood in bits/dim (a fixed dequantisation draw), higher = less likely."""
+        """`nll`: negative log-likelihood in bits/dim (a fixed dequantisation draw), higher = less likely;
+        a conditional model scores the marginal p(x), which needs no label."""
         return {"nll": self.bits_per_dim(x.to(self.device), torch.Generator().manual_seed(0))}
 
     # -- training ----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        bpd = self.bits_per_dim(batch[0]).mean()
+        # a conditional model maximises log p(x | y) (Glow's class-conditional training)
+        bpd = self.bits_per_dim(batch[0], labels=self.batch_labels(batch)).mean()
         self.log_train({"loss": bpd}, len(batch[0]))
         return {"loss": bpd}
 
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
         bpd = self.bits_per_dim(batch[0], torch.Generator().manual_seed(batch_idx)).mean()
         name = "bpd" if self.is_image else "nll_bits"
-        self.log_dict(
-            {f"{stage}/loss": bpd, f"{stage}/{name}": bpd},
-            on_epoch=True,
-            batch_size=len(batch[0]),
-            sync_dist=True,
-        )
+        metrics = {f"{stage}/loss": bpd, f"{stage}/{name}": bpd}  # a conditional model: of the marginal p(x)
+        if self.conditional:
+            given = self.bits_per_dim(batch[0], torch.Generator().manual_seed(batch_idx), batch[1])
+            metrics[f"{stage}/bpd_given_label"] = given.mean()
+        self.log_dict(metrics, on_epoch=True, batch_size=len(batch[0]), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
