@@ -340,7 +340,8 @@ def hand_diffusion(model, loader, optimizers, warmup: int) -> dict[str, float]:
 
 def hand_flow(model, loader, optimizers, warmup: int) -> dict[str, float]:
     """genlab.models.flow.Flow.training_step (images): uniform dequantisation, logit with its log-det, the
-    multiscale flow, N(0, I) prior, bits/dim + 8 as the loss, one Adam step."""
+    multiscale flow, N(0, I) prior (the class prior's N(mu_y, sigma_y^2) on the top latent when conditional),
+    bits/dim + 8 as the loss, one Adam step."""
     import math
 
     import torch
@@ -348,13 +349,16 @@ def hand_flow(model, loader, optimizers, warmup: int) -> dict[str, float]:
     (opt,) = optimizers
     flow, alpha = model.flow, model.hparams.alpha
     window = Window(warmup)
-    for i, (x, _) in enumerate(loader):
+    for i, (x, labels) in enumerate(loader):
         window.batch_start(i)
         y = ((x * 255).round() + torch.rand_like(x)) / 256
         s = alpha + (1 - 2 * alpha) * y
         v = torch.log(s) - torch.log1p(-s)
         logdet_logit = (math.log(1 - 2 * alpha) - torch.log(s) - torch.log1p(-s)).flatten(1).sum(1)
         z, logdet = flow(v)
+        if model.conditional:  # Glow's class-conditional top prior: log p(x | y)
+            top, prior_logdet = model.class_prior(z[:, -model.top_dim :], labels)
+            z, logdet = torch.cat([z[:, : -model.top_dim], top], 1), logdet + prior_logdet
         log_prob = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1) + logdet + logdet_logit
         loss = (-log_prob / (z.shape[1] * math.log(2)) + 8.0).mean()
         opt.zero_grad(set_to_none=True)
