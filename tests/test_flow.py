@@ -198,6 +198,23 @@ def test_flow_through_the_cli_on_digits_and_on_the_ring(tmp_path):
     assert (tmp_path / "i" / "interpolation_slerp.png").is_file()
     anomaly(compose_command("anomaly", tmp_path / "a", [ckpt, "data.anomaly_classes=[9]", "device=cpu"]))
     assert "test/auroc/nll" in read_metrics(tmp_path / "a")["metrics"]
+    # class-conditional (Glow's top prior): trains on labels, reports both bits/dim, samples by class
+    cond = tmp_path / "cond"
+    genlab_main(
+        "train", "model=flow", "model.conditional=true", "trainer=smoke", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "logger=none", *small,
+        f"hydra.run.dir={cond}", f"paths.cache_dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    metrics = read_metrics(cond)["metrics"]
+    assert 0 < metrics["test/bpd"] < 8.5 and 0 < metrics["test/bpd_given_label"] < 8.5
+    genlab_main(
+        "sample",
+        f"ckpt={cond / 'checkpoints' / 'last.ckpt'}",
+        "label=3",
+        "n=2",
+        f"hydra.run.dir={tmp_path / 'cs'}",
+    )
+    assert (tmp_path / "cs" / "samples.png").is_file()
     ring = tmp_path / "ring"
     genlab_main(
         "train",
