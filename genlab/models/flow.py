@@ -7,8 +7,9 @@ then per scale a squeeze (space to depth) and `steps` Ã— [actnorm, invertible 1Ã
 channel split], affine or additive (NICE); the coarsest scale, where a sample's global shape is decided, can
 be deeper and wider (`coarse_steps`, `coarse_hidden`). With `split` half the channels are factored out to
 the prior after every scale but the last (RealNVP's multiscale architecture; Glow's learned split prior
-with `split_prior`). Points (data=ring/grid, image_size null): an MLP RealNVP, alternating coordinate masks
-with actnorm in between.
+with `split_prior`). `conditional` adds Glow's class-conditional top prior; the flow is shared by the
+classes, so p(x) stays exact. Points (data=ring/grid, image_size null): an MLP RealNVP, alternating coordinate
+masks with actnorm in between.
 
 Written here rather than taken from a library: the maintained flow libraries (e.g. normflows, zuko, nflows)
 target vectors or ship image flows with their own training loops, dequantisation and conventions; the
