@@ -488,10 +488,14 @@ class Flow(GenerativeModel):
         z, flow_logdet = self.flow(v)
         logdet = logdet + flow_logdet
         if self.conditional and labels is not None:
-            rest, top = z[:, : -self.top_dim], z[:, -self.top_dim :]
+            rest, top = self.split_top(z)
             top, prior_logdet = self.class_prior(top, labels.long().to(z.device))
             z, logdet = torch.cat([rest, top], 1), logdet + prior_logdet
         return z, logdet
+
+    def split_top(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A conditional model's z (B, D) -> (the factored-out parts, the top latent of the class prior)."""
+        return z[:, : -self.top_dim], z[:, -self.top_dim :]
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] (or points) -> latent codes (B, D), exactly invertible by `decode` (a
@@ -505,8 +509,8 @@ class Flow(GenerativeModel):
         `labels` (None: the classes in turn)."""
         z = z.to(self.device).reshape(len(z), -1)
         if self.conditional:
-            top = self.class_prior.inverse(z[:, -self.top_dim :], self.class_labels(len(z), labels))
-            z = torch.cat([z[:, : -self.top_dim], top], 1)
+            rest, top = self.split_top(z)
+            z = torch.cat([rest, self.class_prior.inverse(top, self.class_labels(len(z), labels))], 1)
         x = self.flow.inverse(z)
         return self.from_logit(x).clamp(0, 1) if self.is_image else x
 
@@ -530,12 +534,25 @@ class Flow(GenerativeModel):
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) of continuous inputs (images in [0, 1], density on [0, 1]^D; or points). A conditional
         model: log p(x | y) given `labels`, else the exact marginal log Σ_y p(y) p(x | y)."""
-        if self.conditional and labels is None:
-            z, logdet = self.forward_with_logdet(x)
-            rest, top = z[:, : -self.top_dim], z[:, -self.top_dim :]
-            return standard_normal_logprob(rest) + self.class_prior.marginal_log_prob(top) + logdet
-        z, logdet = self.forward_with_logdet(x, labels)
-        return standard_normal_logprob(z) + logdet
+        shared, top = self.log_prob_terms(x)
+        return shared if top is None else shared + self.top_log_prob(top, labels)
+
+    def log_prob_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One pass of the shared flow: (the log-density of every latent but a conditional model's top one,
+        log-determinant included; that top latent, or None for an unconditional model). The class terms are
+        then `top_log_prob`'s, so p(x) and p(x | y) come from the same pass."""
+        z, logdet = self.forward_with_logdet(x)
+        if not self.conditional:
+            return standard_normal_logprob(z) + logdet, None
+        rest, top = self.split_top(z)
+        return standard_normal_logprob(rest) + logdet, top
+
+    def top_log_prob(self, top: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(z_top | y) under the class prior given `labels`, else the marginal over the classes."""
+        if labels is None:
+            return self.class_prior.marginal_log_prob(top)
+        eps, prior_logdet = self.class_prior(top, labels.long().to(top.device))
+        return standard_normal_logprob(eps) + prior_logdet
 
     def dequantise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """8-bit images in [0, 1] -> y = (k + u) / 256 with u ~ U[0, 1) (uniform dequantisation)."""
@@ -557,10 +574,14 @@ class Flow(GenerativeModel):
         discrete -log2 P / D, tight in expectation up to the dequantisation gap); points, -log2 p(x) / D
         (differential, so it can be negative). A conditional model: of p(x | y) given `labels`, else of the
         marginal p(x)."""
-        dims = self.latent_dim
         if not self.is_image:
-            return -self.log_prob(x) / (dims * math.log(2))
-        return -self.log_prob(self.dequantise(x, generator), labels) / (dims * math.log(2)) + 8.0
+            return self.bits(self.log_prob(x))
+        return self.bits(self.log_prob(self.dequantise(x, generator), labels))
+
+    def bits(self, log_prob: torch.Tensor) -> torch.Tensor:
+        """A log-density of (dequantised) inputs -> bits/dim (+8 for the 8-bit images' [0, 1] scaling)."""
+        bits = -log_prob / (self.latent_dim * math.log(2))
+        return bits + 8.0 if self.is_image else bits
 
     @torch.no_grad()
     def anomaly_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -576,12 +597,16 @@ class Flow(GenerativeModel):
         return {"loss": bpd}
 
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
-        bpd = self.bits_per_dim(batch[0], torch.Generator().manual_seed(batch_idx)).mean()
+        generator = torch.Generator().manual_seed(batch_idx)
+        metrics = {}
+        if self.conditional:  # the marginal p(x) and p(x | y) from one pass of the flow (images only)
+            shared, top = self.log_prob_terms(self.dequantise(batch[0], generator))
+            bpd = self.bits(shared + self.top_log_prob(top)).mean()
+            metrics[f"{stage}/bpd_given_label"] = self.bits(shared + self.top_log_prob(top, batch[1])).mean()
+        else:
+            bpd = self.bits_per_dim(batch[0], generator).mean()
         name = "bpd" if self.is_image else "nll_bits"
-        metrics = {f"{stage}/loss": bpd, f"{stage}/{name}": bpd}  # a conditional model: of the marginal p(x)
-        if self.conditional:
-            given = self.bits_per_dim(batch[0], torch.Generator().manual_seed(batch_idx), batch[1])
-            metrics[f"{stage}/bpd_given_label"] = given.mean()
+        metrics.update({f"{stage}/loss": bpd, f"{stage}/{name}": bpd})  # conditional: of the marginal p(x)
         self.log_dict(metrics, on_epoch=True, batch_size=len(batch[0]), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
