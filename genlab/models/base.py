@@ -122,8 +122,7 @@ class GenerativeModel(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # before the monitoring callbacks (checkpoint, early stopping) and the epoch's log row
-        means = self.train_epoch_means()
-        self._train_sums.clear()
+        means = self.train_epoch_means()  # the sums stay readable until the next epoch starts
         if means:
             self.log_dict({f"train/{k}_epoch": v for k, v in means.items()}, on_epoch=True, sync_dist=True)
             self.log_dict(
