@@ -48,6 +48,37 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=rank)
 
 
+# the environment variables through which a user's shell would point genlab at folders of their own
+USER_PATH_VARIABLES = ("GENLAB_ROOT", "GENLAB_CACHE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory) -> Path:
+    """The test session's own working folder and cache, so no test reads or writes the checkout's
+    `./.genlab_cache`, `./outputs` or `./data` (a `make run` before `make test` leaves a domain classifier
+    there, which changed what a run reports) nor a user's GENLAB_ROOT/GENLAB_CACHE. Set in os.environ and
+    as the current folder, so in-process commands (genlab_main) and console-script ones (run_genlab, which
+    passes os.environ on) see the same cache. One folder for the session: xdist workers share it, as they
+    shared the checkout's cache before. A test that needs a cache of its own passes paths.cache_dir."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, shared by its workers
+    home = base / "genlab-home"
+    home.mkdir(exist_ok=True)
+    saved = {name: os.environ.get(name) for name in USER_PATH_VARIABLES}
+    os.environ.pop("GENLAB_ROOT", None)  # the working folder below is the root (paths.root_dir=.)
+    os.environ["GENLAB_CACHE"] = str(home / ".genlab_cache")
+    cwd = os.getcwd()
+    os.chdir(home)
+    yield home
+    os.chdir(cwd)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def genlab_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}, **extra)

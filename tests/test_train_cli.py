@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -68,11 +69,21 @@ def test_resume_continues_at_next_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_same_seed_same_result(tmp_path):
+@pytest.mark.parametrize("cache", ["empty", "holds a domain classifier"])
+def test_same_seed_same_result(tmp_path, monkeypatch, digits_classifier, cache):
+    """The console script in a temporary folder and genlab.cli.main in the test's own folder give the same
+    numbers, whether the cache they share (GENLAB_CACHE, as tests/conftest.py sets it for the session) is
+    empty or holds the domain classifier a `make run` leaves behind (which adds test/confident_fraction)."""
+    shared_cache = tmp_path / "cache"
+    if cache != "empty":
+        shutil.copytree(digits_classifier / "cache", shared_cache)
+    monkeypatch.setenv("GENLAB_CACHE", str(shared_cache))
     args = ["trainer=smoke", "test=false", "callbacks=none", "logger=none", "threads=1"]  # one thread in both
     run_genlab("train", *args, f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)
     genlab_main("train", *args, f"hydra.run.dir={tmp_path / 'b'}")  # another process, the same numbers
-    assert read_metrics(tmp_path / "a")["metrics"] == read_metrics(tmp_path / "b")["metrics"]
+    first, second = (read_metrics(tmp_path / run)["metrics"] for run in ("a", "b"))
+    assert first == second
+    assert ("test/confident_fraction" in first) == (cache != "empty")
 
 
 BAD_INPUTS = [
