@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -57,6 +59,118 @@ def test_missing_mnist_without_download_is_a_data_error(tmp_path):
     dm = MNISTDataModule(root=str(tmp_path), download=False)
     with pytest.raises(DataError, match="MNIST/raw"):
         dm.setup("fit")
+
+
+def gzip_with_wrapper(data: bytes, wrapper: str) -> bytes:
+    """`data` gzip-compressed the way different tools wrap it: Python's default, no timestamp and the
+    fastest level (as packagers re-compress), or with the original file name in the header (gzip(1))."""
+    import gzip
+    import io
+
+    if wrapper == "python":
+        return gzip.compress(data)
+    if wrapper == "level1-no-mtime":
+        return gzip.compress(data, compresslevel=1, mtime=0)
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="original-name", mode="wb", fileobj=buffer, mtime=1234) as f:
+        f.write(data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("wrapper", ["python", "level1-no-mtime", "named"])
+def test_idx_sets_load_from_their_gz_files_alone_offline(shared_mnist, tmp_path, monkeypatch, wrapper):
+    """Fashion-MNIST (here: MNIST's real files under its name) as Debian's dataset-fashion-mnist installs it,
+    four *-ubyte.gz files in <root>/FashionMNIST/raw: read directly, with the default data.download=true
+    too, without a network attempt and without writing anything (the folder may be read-only)."""
+    import torchvision.datasets.utils as tv_utils
+
+    from genlab.data.torchvision_sets import FashionMNISTDataModule
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in sorted((shared_mnist / "MNIST" / "raw").iterdir()):
+        (raw / f"{source.name}.gz").write_bytes(gzip_with_wrapper(source.read_bytes(), wrapper))
+    raw.chmod(0o555)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"tried to download {args}")
+
+    monkeypatch.setattr(tv_utils, "download_url", no_network)
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", no_network)
+    gz = FashionMNISTDataModule(root=str(tmp_path), batch_size=100)  # data.download=true, the default
+    plain = MNISTDataModule(root=str(shared_mnist), download=False, batch_size=100)
+    for dm in (gz, plain):
+        dm.setup("fit")
+        dm.setup("test")
+    assert torch.equal(gz.test_set.images, plain.test_set.images)
+    assert torch.equal(gz.test_set.labels, plain.test_set.labels)
+    assert len(gz.train_set) + len(gz.val_set) == 10_000
+    assert sorted(p.name for p in raw.iterdir()) == sorted(
+        f"{p.name}.gz" for p in (shared_mnist / "MNIST" / "raw").iterdir()
+    )
+
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
+def test_fashion_mnist_from_debians_package(tmp_path):
+    """The files of Debian's package, linked where genlab's error message says to put them."""
+    from genlab.data.torchvision_sets import FashionMNISTDataModule
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in DEBIAN_FASHION_MNIST.glob("*-ubyte.gz"):
+        (raw / source.name).symlink_to(source)
+    dm = FashionMNISTDataModule(root=str(tmp_path), download=False, train_limit=1000)
+    dm.setup("test")
+    assert len(dm.test_set) == 10_000 and dm.test_set.images.shape[1:] == (1, 28, 28)
+    assert dm.test_set.labels[:5].tolist() == [9, 2, 1, 1, 6]  # the canonical first Fashion-MNIST test labels
+
+
+def idx_bytes(shape: tuple[int, ...], data: bytes, type_byte: int = 0x08) -> bytes:
+    import struct
+
+    return bytes([0, 0, type_byte, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + data
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("not-gzip.gz", b"plain bytes, not gzip", "Not a gzipped file"),
+        ("truncated.gz", None, "truncated"),
+        ("wrong-type", idx_bytes((2, 2, 2), bytes(8), type_byte=0x0D), "unsigned-byte array"),
+        ("wrong-ndim", idx_bytes((8,), bytes(8)), "3 dimension"),
+        ("short-data", idx_bytes((2, 2, 2), bytes(5)), "holds 5"),
+        ("long-data", idx_bytes((2, 2, 2), bytes(9)), "holds more than 8"),
+        ("huge-header", idx_bytes((60000, 60000, 60000), bytes(8)), "over"),
+        ("empty", b"", "header"),
+    ],
+)
+def test_bad_idx_file_is_a_data_error_naming_it(tmp_path, name, content, says):
+    import gzip
+
+    from genlab.data.torchvision_sets import read_idx
+
+    if content is None:  # a real gzip stream cut short
+        content = gzip.compress(idx_bytes((4, 4, 4), bytes(range(64))))[:-12]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="not a valid IDX file") as error:
+        read_idx(path, 3)
+    assert str(path) in str(error.value) and says in str(error.value)
+
+
+def test_idx_images_and_labels_must_agree(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "t10k-images-idx3-ubyte").write_bytes(idx_bytes((3, 28, 28), bytes(3 * 784)))
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip_with_wrapper(idx_bytes((2,), bytes(2)), "python"))
+    dm = MNISTDataModule(root=str(tmp_path), download=False)
+    with pytest.raises(DataError, match="3 images but .* 2 labels"):
+        dm.setup("test")
 
 
 def test_image_folder_reads_class_subfolders(tmp_path):
