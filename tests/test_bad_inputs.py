@@ -62,6 +62,20 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("train-accumulate-zero", [*TRAIN, "trainer.accumulate_grad_batches=0"], ["accumulate_grad_batches=0"]),
     ("train-fast-dev-run-word", [*TRAIN, "trainer.fast_dev_run=abc"], ["trainer.fast_dev_run='abc'"]),
     ("train-clip-negative", [*TRAIN, "trainer.gradient_clip_val=-1"], ["gradient_clip_val=-1"]),
+    # trainer values only Lightning validates: its refusal named with the key, the value and its choices
+    ("train-precision-number", [*TRAIN, "trainer.precision=13"], ["trainer.precision=13", "'bf16-mixed'"]),
+    ("train-precision-word", [*TRAIN, "trainer.precision=half"], ["trainer.precision='half'", "'32-true'"]),
+    ("train-accelerator-name", [*TRAIN, "trainer.accelerator=foo"], ["accelerator='foo'", "cpu, cuda"]),
+    ("train-devices-zero", [*TRAIN, "trainer.devices=0"], ["trainer.devices=0", "not a valid"]),
+    ("train-strategy-name", [*TRAIN, "trainer.strategy=nope"], ["trainer.strategy='nope'", "ddp_spawn"]),
+    ("train-num-nodes-zero", [*TRAIN, "trainer.num_nodes=0"], ["trainer.num_nodes=0", "positive"]),
+    ("train-clip-algorithm", [*TRAIN, "trainer.gradient_clip_algorithm=x"], ["algorithm='x'", "'norm'"]),
+    ("train-max-time-word", [*TRAIN, "trainer.max_time=soon"], ["max_time='soon'", "DD:HH:MM:SS"]),
+    (
+        "train-val-interval",
+        [*TRAIN, "trainer.val_check_interval=-1"],
+        ["val_check_interval=-1", "[0.0, 1.0]"],
+    ),
     (
         "train-gpu-preset",
         ["train", "trainer=gpu", "logger=none", "hydra.run.dir={run}"],
@@ -355,6 +369,51 @@ def test_truncated_checkpoint_is_refused(vae_smoke_run, tmp_path, capsys):
         captured = capsys.readouterr()
         assert_one_paragraph(stop.value.code, captured.err, captured.out, ["truncated.ckpt"])
     assert_nothing_half_written(tmp_path)
+
+
+@pytest.fixture
+def nan_checkpoint(vae_smoke_run, tmp_path) -> Path:
+    """A copy of a real checkpoint whose decoder weights hold a NaN (as a diverged run would leave them)."""
+    checkpoint = torch.load(
+        vae_smoke_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    names = [n for n, t in checkpoint["state_dict"].items() if t.is_floating_point() and "decoder" in n]
+    checkpoint["state_dict"][names[0]].view(-1)[0] = float("nan")
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "nan.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+NAN_COMMANDS = [
+    ["sample", "ckpt={ckpt}"],
+    ["reconstruct", "ckpt={ckpt}"],
+    ["interpolate", "ckpt={ckpt}"],
+    ["eval", "ckpt={ckpt}"],
+    ["anomaly", "ckpt={ckpt}", "data.anomaly_classes=[9]"],
+    ["synth", "ckpt={ckpt}"],
+    ["augment", "k=[10]", "ckpt={ckpt}"],
+    ["train", "trainer=smoke", "ckpt_path={ckpt}"],
+]
+
+
+@pytest.mark.parametrize("argv", NAN_COMMANDS, ids=[argv[0] for argv in NAN_COMMANDS])
+def test_checkpoint_with_non_finite_weights_is_refused(argv, nan_checkpoint, tmp_path, capsys):
+    """Every command that loads a checkpoint stops before using NaN weights: one line naming the file and
+    the first non-finite tensor, exit 2, nothing written (was: an all-NaN grid and exit 0 from sample)."""
+    with pytest.raises(SystemExit) as stop:
+        cli_main([a.format(ckpt=nan_checkpoint) for a in argv] + [f"hydra.run.dir={tmp_path / 'run'}"])
+    captured = capsys.readouterr()
+    assert_one_paragraph(stop.value.code, captured.err, captured.out, [str(nan_checkpoint), "decoder", "NaN"])
+    assert_nothing_half_written(tmp_path)
+    assert not list((tmp_path / "run").rglob("*.png"))
+
+
+def test_checkpoint_with_non_finite_weights_through_console_script(nan_checkpoint, tmp_path):
+    proc = run_genlab("sample", f"ckpt={nan_checkpoint}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                      check=False)  # fmt: skip
+    assert_one_paragraph(proc.returncode, proc.stderr, proc.stdout, ["nan.ckpt", "non-finite"])
+    assert not list(tmp_path.rglob("*.png"))
 
 
 def test_data_root_on_a_digits_run(vae_smoke_run, tmp_path, capsys):

@@ -118,20 +118,15 @@ def non_finite_tensor(module: torch.nn.Module) -> str | None:
 
 
 def checkpoint_is_good(path: str | Path) -> bool:
-    """True when the file loads with the safe reader and every tensor of its state_dict is finite."""
+    """True when the file loads with the safe reader, which also refuses weights holding NaN or inf."""
     from genlab.errors import GenlabError
     from genlab.models.loading import read_checkpoint_file
 
     try:
-        checkpoint = read_checkpoint_file(path)
+        read_checkpoint_file(path)
     except GenlabError:
         return False
-    state = checkpoint.get("state_dict") or {}
-    return all(
-        bool(torch.isfinite(t).all())
-        for t in state.values()
-        if isinstance(t, torch.Tensor) and t.is_floating_point()
-    )
+    return True
 
 
 def describe_last_good(trainer: pl.Trainer) -> str:

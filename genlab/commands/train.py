@@ -234,9 +234,17 @@ def _fit(
             if hasattr(logger, "keep_rows_before"):
                 logger.keep_rows_before(step)
     checkpoint.clear()  # Lightning reads the file again for the states; do not hold a second copy
-    trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
-    )
+    try:
+        trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        )
+    except Exception as exc:  # Hydra wraps Lightning's refusal of a trainer.* value
+        from genlab.runtime.checks import explain_trainer_error
+
+        explained = explain_trainer_error(cfg.trainer, exc)
+        if explained is None:
+            raise
+        raise explained from None
     log_tags(trainer.loggers, run_tags(cfg.get("tags")))
     if in_multirun():
         distributed.refuse_rerun_in_multirun(trainer)

@@ -108,7 +108,22 @@ def read_checkpoint_file(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
             f"{source} has no state_dict of named tensors (the model weights); the file is not a complete "
             "genlab checkpoint."
         )
+    if (bad := first_non_finite(state)) is not None:
+        name, count, total = bad
+        raise CheckpointError(
+            f"{source} holds non-finite weights: {name} has {count} NaN or infinite value(s) of {total}. "
+            "A model with them only makes NaN images; the run diverged before this checkpoint was written, "
+            "or the file was altered. Use an earlier checkpoint of the run (e.g. best_*.ckpt) or train again."
+        )
     return checkpoint
+
+
+def first_non_finite(state: dict[str, torch.Tensor]) -> tuple[str, int, int] | None:
+    """(name, non-finite count, size) of the first floating-point tensor in `state` holding NaN or ±inf."""
+    for name, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            return name, int((~torch.isfinite(tensor)).sum()), tensor.numel()
+    return None
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str) -> GenerativeModel:

@@ -267,6 +267,65 @@ def check_trainer(trainer) -> None:
     check_accelerator(trainer.get("accelerator", "auto"))
 
 
+def explain_trainer_error(trainer, error: BaseException) -> ConfigError | None:
+    """Lightning refused to build the Trainer from `trainer` (the config node): the ConfigError naming the
+    `trainer.<key>=<value>` it refused, in Lightning's own words (which list the valid choices), or None when
+    no setting of the node reproduces `error` (then it was not the user's input). Lightning validates dozens
+    of arguments and their combinations (precision, accelerator, devices, strategy, plugins, ...); rather
+    than re-stating each rule here, the node's settings are handed to pl.Trainer again one more at a time,
+    in the config's order: the first one whose addition makes the constructor raise is named."""
+    import logging
+    import warnings
+
+    from omegaconf import DictConfig, OmegaConf
+
+    settings = OmegaConf.to_container(trainer, resolve=True) if isinstance(trainer, DictConfig) else trainer
+    settings = {k: v for k, v in dict(settings or {}).items() if not str(k).startswith("_")}
+    # nothing of a run's own: no logger, checkpoints, bar or summary (the node may still set them)
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    lightning_log = logging.getLogger("pytorch_lightning")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.ERROR)  # the device lines a Trainer prints when built
+    tried: dict = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for key, value in settings.items():
+                tried[key] = value
+                refused = _trainer_refusal({**quiet, **tried})
+                if refused is None:
+                    continue
+                # name the settings it was combined with only when it is valid on its own
+                alone = len(tried) == 1 or _trainer_refusal({**quiet, key: value}) is not None
+                return ConfigError(
+                    f"trainer.{key}={value!r} is not accepted by PyTorch Lightning"
+                    + ("" if alone else f" together with {_settings_text(tried, key)}")
+                    + f": {refused.rstrip('.')}. Give a valid value on the command line "
+                    f"(trainer.{key}=...), or leave it out for the preset's default."
+                )
+    finally:
+        lightning_log.setLevel(level)
+    return None
+
+
+def _trainer_refusal(arguments: dict) -> str | None:
+    """Lightning's reason for refusing to build pl.Trainer(**arguments), in one line; None if it builds."""
+    import pytorch_lightning as pl
+
+    try:
+        pl.Trainer(**arguments)
+    except Exception as refused:  # Lightning raises ValueError, TypeError, its own ... alike
+        return " ".join(str(refused).split()) or type(refused).__name__
+    return None
+
+
+def _settings_text(tried: dict, key: str) -> str:
+    """The settings a refused one was combined with, those that commonly decide its validity first."""
+    relevant = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+    named = [f"trainer.{k}={v!r}" for k, v in tried.items() if k != key and k in relevant]
+    return ", ".join(named) if named else "the preset's other settings"
+
+
 def check_accelerator(accelerator: object) -> None:
     """An accelerator that this machine has (Lightning would fail with a long traceback otherwise)."""
     import importlib.util
