@@ -65,7 +65,11 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     # trainer values only Lightning validates: its refusal named with the key, the value and its choices
     ("train-precision-number", [*TRAIN, "trainer.precision=13"], ["trainer.precision=13", "'bf16-mixed'"]),
     ("train-precision-word", [*TRAIN, "trainer.precision=half"], ["trainer.precision='half'", "'32-true'"]),
-    ("train-accelerator-name", [*TRAIN, "trainer.accelerator=foo"], ["accelerator='foo'", "Available names", "cpu"]),
+    (
+        "train-accelerator-name",
+        [*TRAIN, "trainer.accelerator=foo"],
+        ["accelerator='foo'", "Available names", "cpu"],
+    ),
     ("train-devices-zero", [*TRAIN, "trainer.devices=0"], ["trainer.devices=0", "not a valid"]),
     ("train-strategy-name", [*TRAIN, "trainer.strategy=nope"], ["trainer.strategy='nope'", "ddp_spawn"]),
     ("train-num-nodes-zero", [*TRAIN, "trainer.num_nodes=0"], ["trainer.num_nodes=0", "positive"]),
