@@ -40,11 +40,17 @@ pick a config with group=name (e.g. model=vae data=mnist trainer=cpu), sweep wit
 
 
 def group_choices(group: str) -> list[str] | None:
-    """Names of the configs in conf/<group>/, or None when that is not one of genlab's groups."""
+    """Names of the configs in conf/<group>/ and in the installed family plugins' conf/<group>/ (on Hydra's
+    search path: hydra_plugins/genlab_families), or None when that is not one of genlab's groups."""
+    from genlab.plugins import plugin_conf_dirs
+
     folder = conf_dir() / group
     if not folder.is_dir() or group.startswith("hydra"):
         return None  # hydra/* groups also come from Hydra and its plugins
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    names = {p.stem for p in folder.glob("*.yaml")}
+    for plugin_conf in plugin_conf_dirs():
+        names |= {p.stem for p in (plugin_conf / group).glob("*.yaml")}
+    return sorted(names)
 
 
 def check_group_overrides(overrides: list[str]) -> None:

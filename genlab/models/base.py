@@ -9,12 +9,16 @@ A family is a LightningModule with:
   as `train/loss_<part>`; `validation_step` logging `val/loss` (what "best" checkpoints minimise) and,
   where reconstruction exists, `val/recon_mse`;
 - hyperparameters saved with `save_hyperparameters(ignore=["optimizer"])`, so `load_model(path)`
-  needs no config.
+  needs no config;
+- optionally, for `genlab export`: `sampling_network` (its kind), `sampling_parts()` (the sub-modules and
+  buffers sampling needs) and `sampling_graph()` (a plain module from latents to images, for ONNX and
+  TorchScript).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
@@ -53,11 +57,26 @@ def update_ema(
         torch._foreach_copy_(targets, list(live.buffers()))
 
 
+@dataclass
+class SamplingGraph:
+    """What `genlab export` writes as ONNX / TorchScript: a plain nn.Module (no LightningModule) in eval
+    mode whose forward takes the named inputs in order (one example batch each; the batch dimension is
+    dynamic) and returns the output, and one sentence saying what it computes."""
+
+    module: torch.nn.Module
+    inputs: dict[str, torch.Tensor]
+    output: str
+    computes: str
+
+
 class GenerativeModel(pl.LightningModule):
     family: ClassVar[str] = "base"
     has_encoder: ClassVar[bool] = False
     # whether the family also trains on 2-D points (data=ring|grid), not only on images
     takes_points: ClassVar[bool] = False
+    # `genlab export`: the kind of network that draws the samples (generator, decoder, denoiser, flow);
+    # None: the family has none genlab can export
+    sampling_network: ClassVar[str | None] = None
 
     def __init__(self, optimizer: OptimizerFactory | None = None) -> None:
         super().__init__()
@@ -215,6 +234,16 @@ class GenerativeModel(pl.LightningModule):
         ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
 
+    # -- `genlab export` (genlab/models/export.py) ----------------------------------------------------
+    def sampling_parts(self) -> tuple[str, ...]:
+        """The attributes (sub-modules, buffers) the sampling network is made of: what an exported folder
+        holds of the state_dict (keys equal to one of them or starting with `<name>.`)."""
+        return ()
+
+    def sampling_graph(self) -> SamplingGraph:
+        """The sampling network as a plain module for ONNX / TorchScript (families with one override it)."""
+        raise ConfigError(f"the {self.family!r} family has no sampling network genlab can export as a graph.")
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["genlab"] = {
             "version": __version__,
@@ -253,6 +282,38 @@ class GaussianEncoderDecoder(GenerativeModel):
     def decode(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor:
         """Latents (and, when conditional, labels) -> images in [0, 1]."""
         return torch.sigmoid(self.decoder(self.decoder_input(z, labels)))
+
+    # -- `genlab export`: the decoder that samples (its EMA copy when the family keeps one), the mixture --
+    sampling_network: ClassVar[str | None] = "decoder"
+
+    @property
+    def sampling_decoder_name(self) -> str:
+        return "decoder_ema" if getattr(self, "decoder_ema", None) is not None else "decoder"
+
+    def sampling_parts(self) -> tuple[str, ...]:
+        prior = ("gmm_weights", "gmm_means", "gmm_scale_tril") if self.sample_prior == "gmm" else ()
+        return (self.sampling_decoder_name, *prior)
+
+    def sampling_graph(self) -> SamplingGraph:
+        from genlab.nets.sampling import LatentToData
+
+        graph = LatentToData(getattr(self, self.sampling_decoder_name), self.num_classes, "sigmoid")
+        inputs = {"z": self.prior_latents(2, torch.Generator().manual_seed(0)).cpu()}
+        if self.conditional:
+            inputs["labels"] = torch.arange(2) % self.num_classes
+        prior = (
+            "a Gaussian mixture fitted to the training codes (gmm_weights, gmm_means, gmm_scale_tril in "
+            "model.safetensors; z = mean_k + scale_tril_k @ N(0, I), k ~ weights)"
+            if self.gmm_fitted
+            else "N(0, I)"
+        )
+        return SamplingGraph(
+            graph.eval(),
+            inputs,
+            "images",
+            f"the {self.sampling_decoder_name}: images in [0, 1] = {graph.describe()}, z (batch, "
+            f"{self.latent_dim}) drawn from {prior}",
+        )
 
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the posterior mean (with the images' own labels when conditional)."""

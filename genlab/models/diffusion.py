@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.errors import ConfigError, bad_choice
-from genlab.models.base import GenerativeModel, OptimizerFactory, check_warmup, update_ema
+from genlab.models.base import GenerativeModel, OptimizerFactory, SamplingGraph, check_warmup, update_ema
 
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # genlab name -> diffusers' beta_schedule
 SAMPLERS = ("ddim", "ddpm")
@@ -170,6 +170,37 @@ class Diffusion(GenerativeModel):
         self.unet_ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("alphas_cumprod", self.make_scheduler("ddpm").alphas_cumprod.float().clone())
+
+    # -- `genlab export`: the EMA denoiser (one step's network) and the noise schedule ----------------
+    sampling_network: ClassVar[str | None] = "denoiser"
+
+    def sampling_parts(self) -> tuple[str, ...]:
+        return ("unet_ema", "alphas_cumprod")
+
+    def sampling_graph(self) -> SamplingGraph:
+        from genlab.nets.sampling import Denoiser
+
+        h, shape = self.hparams, self.image_shape
+        generator = torch.Generator().manual_seed(0)
+        inputs = {
+            "x_t": torch.randn(2, *self.image_shape, generator=generator),
+            "t": torch.tensor([h.timesteps // 10, h.timesteps - 1]),
+        }
+        labels = ""
+        if self.conditional:
+            inputs["labels"] = torch.tensor([0, self.num_classes])
+            labels = f", labels (batch,) int64 in 0..{self.num_classes} ({self.num_classes}: no label)"
+        target = "ε" if h.prediction == "epsilon" else "v = √ᾱ_t ε - √(1-ᾱ_t) x_0"
+        return SamplingGraph(
+            Denoiser(self.unet_ema, self.conditional).eval(),
+            inputs,
+            "prediction",
+            f"one denoising step's network, the EMA U-Net: (x_t (batch, {', '.join(map(str, shape))}) "
+            f"in [-1, 1] scale, t (batch,) int64 in 0..{h.timesteps - 1}{labels}) -> its prediction of "
+            f"{target} ({h.prediction}); a sampler (DDIM/DDPM on the {h.schedule} schedule of {h.timesteps} "
+            "steps, ᾱ_t in model.safetensors as alphas_cumprod) runs it once per step from x_T ~ N(0, I), "
+            "and images are (x_0 + 1) / 2",
+        )
 
     # -- schedules ----------------------------------------------------------------------------------
     def make_scheduler(self, kind: str, clip_sample: bool | None = None):

@@ -22,6 +22,7 @@ Likelihoods are in bits per dimension of the discrete 8-bit data: with y = (k + 
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import ClassVar
 
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, OptimizerFactory, check_warmup
+from genlab.models.base import GenerativeModel, OptimizerFactory, SamplingGraph, check_warmup
 
 
 # -- layers: each maps x -> (y, logdet) forward (data -> noise) and y -> x inverse ----------------------
@@ -69,13 +70,20 @@ class InvConv1x1(nn.Module):
         super().__init__()
         w = torch.linalg.qr(torch.randn(channels, channels, generator=torch.Generator().manual_seed(seed)))[0]
         self.weight = nn.Parameter(w)
+        # W⁻¹ computed once for an exported graph (ONNX has no matrix inverse); None: computed on each call
+        self.register_buffer("frozen_inverse", None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = torch.linalg.slogdet(self.weight)[1] * x[0, 0].numel()
         return torch.einsum("ij,bjhw->bihw", self.weight, x), logdet.expand(len(x))
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(self.weight), y)
+        w_inv = self.frozen_inverse if self.frozen_inverse is not None else torch.linalg.inv(self.weight)
+        return torch.einsum("ij,bjhw->bihw", w_inv, y)
+
+    def freeze_inverse(self) -> None:
+        """Keep W⁻¹ of the current weights (for a copy of the flow that is exported, not trained)."""
+        self.frozen_inverse = torch.linalg.inv(self.weight.detach())
 
 
 def coupling_net(in_ch: int, out_ch: int, hidden: int) -> nn.Module:
@@ -358,6 +366,27 @@ class VectorFlow(nn.Module):
         return z
 
 
+class FlowDecoder(nn.Module):
+    """The sampling network of a flow: latent codes z (B, D) [and labels (B,) int64 for the class prior]
+    -> the flow's exact inverse -> images in [0, 1] (the inverse logit transform, clamped) or points."""
+
+    def __init__(
+        self, flow: nn.Module, class_prior: ClassPrior | None, top_dim: int, alpha: float, is_image: bool
+    ) -> None:
+        super().__init__()
+        self.flow, self.class_prior = flow, class_prior
+        self.top_dim, self.alpha, self.is_image = top_dim, alpha, is_image
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.class_prior is not None:
+            rest, top = z[:, : -self.top_dim], z[:, -self.top_dim :]
+            z = torch.cat([rest, self.class_prior.inverse(top, labels)], 1)
+        x = self.flow.inverse(z)
+        if not self.is_image:
+            return x
+        return ((torch.sigmoid(x) - self.alpha) / (1 - 2 * self.alpha)).clamp(0, 1)
+
+
 def standard_normal_logprob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.pow(2) + math.log(2 * math.pi)).flatten(1).sum(1)
 
@@ -508,11 +537,39 @@ class Flow(GenerativeModel):
         """Latent codes (B, D) -> images in [0, 1] (or points); a conditional model decodes as class
         `labels` (None: the classes in turn)."""
         z = z.to(self.device).reshape(len(z), -1)
+        return self.sampling_decoder()(z, self.class_labels(len(z), labels) if self.conditional else None)
+
+    def sampling_decoder(self, frozen: bool = False) -> FlowDecoder:
+        """The flow's inverse as one module (what `decode` runs); `frozen`: on a copy of the flow whose 1×1
+        convolutions keep their inverse weights (what `genlab export` writes: ONNX has no matrix inverse)."""
+        flow = self.flow
+        if frozen:
+            flow = copy.deepcopy(self.flow)
+            for module in flow.modules():
+                if isinstance(module, InvConv1x1):
+                    module.freeze_inverse()
+        prior = self.class_prior if self.conditional else None
+        return FlowDecoder(flow, prior, getattr(self, "top_dim", 0), self.hparams.alpha, self.is_image)
+
+    # -- `genlab export`: the sampling network is the whole flow (and the class prior) ----------------
+    sampling_network: ClassVar[str | None] = "flow"
+
+    def sampling_parts(self) -> tuple[str, ...]:
+        return ("flow", "class_prior") if self.conditional else ("flow",)
+
+    def sampling_graph(self) -> SamplingGraph:
+        inputs = {"z": torch.randn(2, self.latent_dim, generator=torch.Generator().manual_seed(0))}
         if self.conditional:
-            rest, top = self.split_top(z)
-            z = torch.cat([rest, self.class_prior.inverse(top, self.class_labels(len(z), labels))], 1)
-        x = self.flow.inverse(z)
-        return self.from_logit(x).clamp(0, 1) if self.is_image else x
+            inputs["labels"] = torch.arange(2) % self.num_classes
+        prior = " and the class prior's inverse on the top latent" if self.conditional else ""
+        out = "images in [0, 1] ((sigmoid(x) - α) / (1 - 2α), clamped)" if self.is_image else "points"
+        return SamplingGraph(
+            self.sampling_decoder(frozen=True).eval(),
+            inputs,
+            "images" if self.is_image else "points",
+            f"the flow's exact inverse{prior}: z (batch, {self.latent_dim}) -> {out}; sample z ~ N(0, T²·I) "
+            f"with T = {self.hparams.temperature} (model.temperature)",
+        )
 
     @torch.no_grad()
     def sample(

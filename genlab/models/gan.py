@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import copy
 from functools import partial
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from genlab.errors import ConfigError, bad_choice
 from genlab.losses import GAN_LOSSES, gradient_penalty, r1_penalty
-from genlab.models.base import GenerativeModel, OptimizerFactory, update_ema
+from genlab.models.base import GenerativeModel, OptimizerFactory, SamplingGraph, update_ema
 from genlab.nets import ConvDecoder, ConvEncoder, mlp_discriminator, mlp_generator
 from genlab.nets.conditioning import LabelProjection, with_label_vector
 from genlab.nets.conv import NORMS, dcgan_init
@@ -172,6 +173,29 @@ class GAN(GenerativeModel):
     def sampling_generator(self) -> nn.Module:
         """The EMA generator when EMA is on, else the trained one."""
         return self.generator_ema if self.generator_ema is not None else self.generator
+
+    # -- `genlab export`: the generator that samples (the EMA one when on) ----------------------------
+    sampling_network: ClassVar[str | None] = "generator"
+
+    def sampling_parts(self) -> tuple[str, ...]:
+        return ("generator_ema",) if self.generator_ema is not None else ("generator",)
+
+    def sampling_graph(self) -> SamplingGraph:
+        from genlab.nets.sampling import LatentToData
+
+        output = self.hparams.output if self.is_image else "identity"
+        graph = LatentToData(self.sampling_generator, self.num_classes, output)
+        inputs = {"z": torch.randn(2, self.latent_dim, generator=torch.Generator().manual_seed(0))}
+        if self.conditional:
+            inputs["labels"] = torch.arange(2) % self.num_classes
+        what = "images in [0, 1]" if self.is_image else "points"
+        return SamplingGraph(
+            graph.eval(),
+            inputs,
+            "images" if self.is_image else "points",
+            f"the {self.sampling_parts()[0]}: {what} = {graph.describe()}, "
+            f"z (batch, {self.latent_dim}) ~ N(0, I)",
+        )
 
     def to_data(self, out: torch.Tensor) -> torch.Tensor:
         """Generator output -> data space: images in [0, 1], points unchanged."""

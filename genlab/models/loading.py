@@ -1,5 +1,6 @@
 """Loading a model family from a checkpoint alone: the file read with weights_only=True and checked, the
-family looked up by name in genlab's registry (never a class the file names), the weights put in.
+family looked up by name in the registry (genlab's families and installed plugins; never a class the file
+names), the weights put in.
 
 Kept apart from models/base.py because it needs the registry, which imports every family, which imports
 base: here the chain runs one way."""
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from genlab.errors import CheckpointError, GenlabError
-from genlab.models.registry import families, family_class
+from genlab.models.registry import BUILTIN, family_class
 from genlab.plain import plain_value_problem, refused_global
 
 if TYPE_CHECKING:
@@ -64,22 +65,18 @@ def read_checkpoint_file(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
             "e.g. outputs/train/<date>/<time>/checkpoints/last.ckpt."
         )
     section = checkpoint["genlab"]
-    known = families()
     family = section.get("family")
     target = section.get("target")  # written by genlab before 0.2; never imported, only compared
-    paths = {f"{cls.__module__}.{cls.__qualname__}": name for name, cls in known.items()}
-    if family is None and isinstance(target, str) and target in paths:
-        family = section["family"] = paths[target]
-    if not isinstance(family, str) or family not in known:
-        raise CheckpointError(
-            f"{source} names the model family {family!r}, which is not one of genlab's families "
-            f"({', '.join(known)}); genlab only rebuilds its own families and refuses anything else."
-        )
-    if target is not None and paths.get(target) != family:
+    legacy = {f"{module}.{cls}": name for name, (module, cls) in BUILTIN.items()}  # only built-ins then
+    if family is None and isinstance(target, str) and target in legacy:
+        family = section["family"] = legacy[target]
+    cls = family_class(family, source)  # genlab's own or an installed plugin's, by name
+    expected_target = f"{cls.__module__}.{cls.__qualname__}"
+    if target is not None and target != expected_target:
         raise CheckpointError(
             f"{source} names the class {target!r} next to the family {family!r}; a genlab checkpoint names "
-            f"no class other than its family's ({known[family].__module__}.{known[family].__qualname__}), so "
-            "this file was altered or not written by genlab. genlab never imports a class a file names."
+            f"no class other than its family's ({expected_target}), so this file was altered or not written "
+            "by genlab. genlab never imports a class a file names."
         )
     for name, expected in (("config", dict), ("version", str)):
         if section.get(name) is not None and not isinstance(section[name], expected):

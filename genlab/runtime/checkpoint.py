@@ -2,8 +2,9 @@
 
 Every command that takes a checkpoint (`sample`, `reconstruct`, `interpolate`, `eval`, `anomaly ckpt=`,
 `train ckpt_path=`) reads it through `read_checkpoint`, which never unpickles anything but tensors and plain
-values, rebuilds only genlab's own families (genlab/models/registry.py) and checks every `_target_` of the
-run config stored in the file against what genlab itself writes, so a file cannot decide what code runs.
+values, rebuilds only registered families (genlab's and installed plugins': genlab/models/registry.py) and
+checks every `_target_` of the run config stored in the file against what genlab itself writes, so a file
+cannot decide what code runs.
 Data settings are overridden the same way everywhere: `data.<key>=value` on the command line.
 """
 
@@ -60,11 +61,11 @@ def check_config_targets(config: dict[str, Any] | None, family: str, source: str
     `data._target_` must be one of genlab's data modules, `model._target_` the checkpoint's family, every
     other `_target_` an optimizer, a Lightning trainer part or one of genlab's callbacks and loggers."""
     from genlab.data import data_modules
-    from genlab.models.registry import families
+    from genlab.models.registry import family_class
 
     if not config:
         return
-    cls = families()[family]
+    cls = family_class(family, source)
     family_target = f"{cls.__module__}.{cls.__qualname__}"
     data_targets = data_modules()
     for where, target in config_targets(config):

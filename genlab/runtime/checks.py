@@ -386,14 +386,12 @@ def check_model(model, data) -> None:
     )
     if not points or not target:
         return
-    from genlab.models.registry import families
+    from genlab.models.registry import builtin_families, family_class, family_of_target
 
-    known = families()
-    by_target = {f"{cls.__module__}.{cls.__qualname__}": name for name, cls in known.items()}
-    family = by_target.get(str(target))
-    if family is None or getattr(known[family], "takes_points", False):
+    family = family_of_target(str(target))  # genlab's families and the installed plugins that load
+    if family is None or getattr(family_class(family), "takes_points", False):
         return
-    takers = [name for name, cls in known.items() if getattr(cls, "takes_points", False)]
+    takers = [name for name, cls in builtin_families().items() if getattr(cls, "takes_points", False)]
     raise ConfigError(
         f"model={family} cannot train on data={data.get('name') or data.get('layout') or 'points'}: "
         f"that data is 2-D points and {family} builds convolutional networks for images. "

@@ -58,12 +58,13 @@ class StudyJob:
 
 
 def study_families(requested: Any) -> list[str]:
-    """The families of the study: the requested ones (checked) or every registered family."""
-    from genlab.models.registry import families
+    """The families of the study: the requested ones (checked) or every registered family (genlab's and the
+    installed plugins'; a broken plugin asked for is its one clear error)."""
+    from genlab.models.registry import families, family_class, family_names
 
-    known = list(families())
     if requested in (None, "all"):
-        return known
+        return list(families())
+    known = family_names()
     chosen = [str(f) for f in ([requested] if isinstance(requested, str) else requested)]
     unknown = [f for f in chosen if f not in known]
     if unknown or not chosen:
@@ -71,6 +72,8 @@ def study_families(requested: Any) -> list[str]:
             f"study.families={chosen!r} names {', '.join(map(repr, unknown)) or 'no family'}; valid "
             f"families: {', '.join(known)} (or null for all of them)."
         )
+    for family in chosen:
+        family_class(family)
     return chosen
 
 
