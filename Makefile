@@ -40,12 +40,12 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_XDIST) $(PYTEST_FLAGS)
 
 lint: install
-	$(BIN)/ruff check genlab tests benchmarks
-	$(BIN)/ruff format --check genlab tests benchmarks
+	$(BIN)/ruff check genlab tests benchmarks hydra_plugins examples
+	$(BIN)/ruff format --check genlab tests benchmarks hydra_plugins examples
 
 format: install
-	$(BIN)/ruff check --fix genlab tests benchmarks
-	$(BIN)/ruff format genlab tests benchmarks
+	$(BIN)/ruff check --fix genlab tests benchmarks hydra_plugins examples
+	$(BIN)/ruff format genlab tests benchmarks hydra_plugins examples
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -5,6 +5,7 @@
     run = api.train(["model=vae", "data=digits", "trainer.max_epochs=5"])
     run.metrics["val/recon_mse"], run.checkpoint            # metrics.json's numbers, checkpoints/last.ckpt
     model = api.load(run.checkpoint)                         # the LightningModule, eval mode
+    model = api.load("outputs/export/<date>/<time>")         # or a `genlab export` folder (sampling only)
     images = api.sample(run.checkpoint, 16)                  # (16, C, H, W) in [0, 1]
     scores = api.evaluate(run.checkpoint, ["metrics.backbone=classifier"])
 
@@ -167,9 +168,14 @@ def evaluate(
 def load(ckpt: str | Path, device: str = "cpu") -> GenerativeModel:
     """The model a genlab checkpoint holds, in eval mode on `device` (`auto`, `cpu`, `cuda`), read the way
     every command reads it (genlab.runtime.checkpoint.load_run: tensors and plain values only, the family
-    from genlab's registry, the stored run config checked)."""
-    from genlab.runtime.checkpoint import load_run
+    from the registry, the stored run config checked). `ckpt` may also be a folder `genlab export` wrote:
+    the family rebuilt from its config.json with the sampling network's safetensors weights (`sample` and
+    `decode` work; the parts not exported, e.g. an encoder, say so when used)."""
+    from genlab.models.export import is_exported_folder, load_exported
+    from genlab.runtime.checkpoint import load_run, resolve_device
 
+    if is_exported_folder(ckpt):
+        return load_exported(ckpt, resolve_device(device))
     return load_run(ckpt, device=device).model
 
 

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.runtime",),
     ("genlab.callbacks", "genlab.report", "genlab.study", "genlab.anomaly", "genlab.loggers"),
     ("genlab.models", "genlab.metrics", "genlab.data", "genlab.latent", "genlab.console"),
-    ("genlab.nets", "genlab.losses", "genlab.errors", "genlab.plain", "genlab"),
+    ("genlab.nets", "genlab.losses", "genlab.errors", "genlab.plain", "genlab.plugins", "genlab"),
 ]
 # Within a layer: the training procedure gets what it needs through its config and its callbacks, so a
 # model never reaches into the metrics, the data modules or the callbacks.

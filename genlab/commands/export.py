@@ -98,7 +98,7 @@ def measured(run: Path | None, training: dict | None) -> list[tuple[str, str, st
 def data_text(data: dict | None) -> str:
     if not data:
         return "unknown (the checkpoint holds no data config)"
-    name = data.get("name") or str(data.get("_target_", "?")).rsplit(".", 1)[-1]
+    name = data.get("name") or "?"
     size = data.get("image_size")
     shape = f"{size}×{size} px, {data.get('channels')} channel(s)" if size else "2-D points"
     return f"{name} ({shape})"
@@ -128,7 +128,7 @@ def model_card(config: dict, run_config: dict, training: dict | None, run: Path 
         "|---|---|",
         f"| family | {family} (genlab {config['genlab_version']}) |",
         f"| network | {network}: {size} |",
-        f"| data | {data_text(run_config.get('data'))} |",
+        f"| data | {data_text(config.get('data'))} |",
         f"| training budget | {budget} |",
         f"| conditional | {classes} |",
         "",
@@ -201,14 +201,15 @@ def export(cfg) -> Path:
         raise ConfigError(
             f"hydra.run.dir={str(folder)!r} is the run folder itself; export into a folder of its own."
         )
-    extra = {
-        "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256(checkpoint)},
-        "data": (loaded.run_config or {}).get("data"),
+    data = (training or {}).get("data") or {
+        k: v for k, v in ((loaded.run_config or {}).get("data") or {}).items() if k != "_target_"
     }
+    extra = {"source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256(checkpoint)}, "data": data}
     config = export_model(model, folder, fmt, extra)
     card = folder / "README.md"
     tmp = folder / ".README.md.partial"
     tmp.write_text(model_card(config, loaded.run_config or {}, training, run, checkpoint))
+    (folder / config["weights"]["file"]).chmod(0o644)  # safetensors writes 0600
     tmp.replace(card)
     written = [folder / config["weights"]["file"], folder / "config.json", card]
     if config.get("graph"):

@@ -117,6 +117,14 @@ def family_class(name: object, source: str = "the checkpoint") -> type[Generativ
     return load_plugin(plugins[0], plugins[1:])
 
 
+def check_plugin_target(target: object) -> None:
+    """When a config's `model._target_` is the class an installed plugin declares, load that plugin: a broken
+    one is its one clear ConfigError before Hydra tries to import the class itself (nothing else imported)."""
+    for name, plugins in plugins_by_name().items():
+        if any(p.value.replace(":", ".").replace(" ", "") == target for p in plugins):
+            family_class(name)
+
+
 def family_of_target(target: object) -> str | None:
     """The family whose class a config's `model._target_` names, among genlab's families and the installed
     plugins that load (a broken plugin counts as no match here: it is reported when asked for by name)."""

@@ -376,6 +376,10 @@ def check_model(model, data) -> None:
     if "width" in model:
         positive_int("model.width", model.width, example=32)
     target = model.get("_target_")
+    if target:
+        from genlab.models.registry import check_plugin_target
+
+        check_plugin_target(str(target))  # a broken family plugin: one clear error, not Hydra's traceback
     # 2-D point data (ring, grid) has neither an image size nor channels; an image folder may leave its
     # image size null (the files' own size) but always has channels
     points = (
