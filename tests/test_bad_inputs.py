@@ -230,6 +230,20 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("augment-seeds", ["augment", "seeds=0", "hydra.run.dir={run}"], ["seeds=0"]),
     ("augment-variant", ["augment", "variants=[real,bogus]", "hydra.run.dir={run}"], ["bogus", "real+synth"]),
     ("augment-misspelt-key", ["augment", "step=3", "hydra.run.dir={run}"], ["step=3", "steps"]),
+    # export
+    ("export-no-ckpt", ["export", "hydra.run.dir={run}"], ["ckpt is required"]),
+    ("export-garbage-ckpt", ["export", "ckpt={garbage}", "hydra.run.dir={run}"], ["garbage.ckpt"]),
+    (
+        "export-unknown-format",
+        ["export", "ckpt={garbage}", "format=tflite", "hydra.run.dir={run}"],
+        ["format='tflite'", "safetensors, onnx, torchscript"],
+    ),
+    (
+        "export-folder-no-run",
+        ["export", "ckpt={tmp}", "hydra.run.dir={run}"],
+        ["{tmp}", "checkpoints/last.ckpt"],
+    ),
+    ("export-misspelt-key", ["export", "ckpt={garbage}", "fromat=onnx", "hydra.run.dir={run}"], ["format"]),
     # study
     ("study-budget", ["study", "study.budget=steps", "study.dir={run}"], ["study.budget='steps'", "epochs"]),
     ("study-no-seeds", ["study", "study.seeds=[]", "study.dir={run}"], ["study.seeds=[]"]),
@@ -354,7 +368,17 @@ def test_the_battery_is_large_and_distinct():
     assert len(set(ids)) == len(ids) and len(set(argvs)) == len(argvs)
     assert len(CASES) >= 60
     commands = {argv[0] for argv in argvs}
-    for command in ("train", "eval", "sample", "reconstruct", "interpolate", "compare", "anomaly", "synth"):
+    for command in (
+        "train",
+        "eval",
+        "sample",
+        "reconstruct",
+        "interpolate",
+        "compare",
+        "anomaly",
+        "synth",
+        "export",
+    ):
         assert command in commands
     assert "train-classifier" in commands and "augment" in commands
 
