@@ -69,7 +69,23 @@ def check_group_overrides(overrides: list[str]) -> None:
         for name in value.strip("[]").split(","):
             name = name.strip().strip("'\"")
             if name not in choices and name.lower() not in ("null", ""):
-                raise bad_choice(key, name, choices)
+                raise unknown_config(key, name, choices)
+
+
+def unknown_config(group: str, name: str, choices: list[str]) -> ConfigError:
+    """The error for `group=name` without a config; for an installed family plugin without its config, which
+    file it lacks."""
+    if group == "model":
+        from genlab.plugins import family_plugins
+
+        for plugin in family_plugins():
+            if plugin.name == name:
+                return ConfigError(
+                    f"model={name!r}: {plugin.describe} ships no config conf/model/{name}.yaml inside its "
+                    f"top-level package, so Hydra cannot compose it. Add that file to the package (README, "
+                    f"'Adding your own family'). Valid choices: {', '.join(choices)}."
+                )
+    return bad_choice(group, name, choices)
 
 
 def takes_group(command: str, group: str) -> bool:

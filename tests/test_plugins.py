@@ -193,6 +193,8 @@ def test_the_cli_knows_plugin_configs_and_help_reads_no_entry_points(broken_plug
     from genlab import cli, plugins
 
     assert "needs_tf" in cli.group_choices("model") and "vae" in cli.group_choices("model")
+    with pytest.raises(ConfigError, match="'not_a_family' .* ships no config conf/model/not_a_family.yaml"):
+        cli.check_group_overrides(["model=not_a_family"])  # a plugin without its config: the file it lacks
 
     def no_scan():
         raise AssertionError("genlab --help read the entry points")

@@ -51,6 +51,11 @@ class RAE(GaussianEncoderDecoder):
         z = self.encoder(x)
         return z, torch.full_like(z, -30.0)
 
+    @torch.no_grad()
+    def anomaly_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image scores for `genlab anomaly` and studies, higher = more anomalous."""
+        return {"recon_error": self.reconstruction_error(x)}
+
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.encoder(x)
         recon = reconstruction_nll(self.decoder(z), x, "bernoulli")
