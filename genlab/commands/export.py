@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -168,18 +167,11 @@ def model_card(config: dict, run_config: dict, training: dict | None, run: Path 
     return "\n".join(lines)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export(cfg) -> Path:
     """Load the run, write its sampling network, config.json and README.md into this command's folder."""
     import torch
 
+    from genlab.metrics.classifier import file_sha256
     from genlab.models.export import FORMATS, export_model, require_exportable
     from genlab.runtime.checkpoint import load_run
 
@@ -204,7 +196,10 @@ def export(cfg) -> Path:
     data = (training or {}).get("data") or {
         k: v for k, v in ((loaded.run_config or {}).get("data") or {}).items() if k != "_target_"
     }
-    extra = {"source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256(checkpoint)}, "data": data}
+    extra = {
+        "source": {"checkpoint": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint)},
+        "data": data,
+    }
     config = export_model(model, folder, fmt, extra)
     card = folder / "README.md"
     tmp = folder / ".README.md.partial"

@@ -255,20 +255,14 @@ def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> Gen
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from genlab.models.registry import family_class
+    from genlab.models.loading import build_family
 
     folder = Path(str(folder)).expanduser()
     config = read_export_config(folder)
     source = f"{folder}/{CONFIG}"
     family = config.get("family")
-    cls = family_class(family, source)  # a name looked up in the registry; nothing the file names is imported
-    try:
-        model = cls(**config["hyper_parameters"])
-    except (TypeError, ValueError, GenlabError) as exc:
-        raise CheckpointError(
-            f"{source}: its hyper_parameters do not build a {family} model ({' '.join(str(exc).split())}). "
-            "The file was altered or written by another genlab version."
-        ) from None
+    # the family is a name looked up in the registry; nothing the file names is imported
+    model = build_family(family, config["hyper_parameters"], source)
     parts = model.sampling_parts()
     if not parts or config.get("network") != model.sampling_network:
         raise CheckpointError(

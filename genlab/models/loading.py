@@ -123,17 +123,23 @@ def first_non_finite(state: dict[str, torch.Tensor]) -> tuple[str, int, int] | N
     return None
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], source: str) -> GenerativeModel:
-    """The family's model rebuilt from a checkpoint `read_checkpoint_file` accepted (weights in, on CPU)."""
-    family = checkpoint["genlab"]["family"]
+def build_family(family: object, hyper_parameters: dict[str, Any], source: str) -> GenerativeModel:
+    """Family `family` (looked up in the registry by name) built from plain hyper_parameters read from a
+    file; a CheckpointError naming `source` when they do not build it."""
     cls = family_class(family, source)
     try:
-        model = cls(**checkpoint["hyper_parameters"])
+        return cls(**hyper_parameters)
     except (TypeError, ValueError, GenlabError) as exc:
         raise CheckpointError(
             f"{source}: its hyper_parameters do not build a {family} model ({' '.join(str(exc).split())}). "
             "The file was written by another genlab version or altered."
         ) from None
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str) -> GenerativeModel:
+    """The family's model rebuilt from a checkpoint `read_checkpoint_file` accepted (weights in, on CPU)."""
+    family = checkpoint["genlab"]["family"]
+    model = build_family(family, checkpoint["hyper_parameters"], source)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
