@@ -14,7 +14,7 @@ CARD_METRICS = (
     ("fid", "FID (lower is better)"),
     ("kid", "KID (lower is better)"),
     ("recon_mse", "reconstruction MSE per pixel (lower is better)"),
-    ("bits_per_dim", "bits per dimension (lower is better)"),
+    ("bpd", "bits per dimension (lower is better)"),
 )
 SPLITS = ("test", "val")
 
@@ -84,6 +84,8 @@ def measured(run: Path | None, training: dict | None) -> list[tuple[str, str, st
             if isinstance(got, (int, float)):
                 value = got
                 how = f"`genlab eval` ({path.relative_to(run)}): {protocol_text(payload['protocol'])}"
+                bound = (payload.get("metrics") or {}).get(f"{key}_bound")
+                how += f", {key}_bound={bound}" if isinstance(bound, str) else ""
         if value is None:
             for split in SPLITS:
                 got = metrics.get(f"{split}/{key}")
