@@ -132,6 +132,8 @@ def tiny(family: str) -> GenerativeModel:
             block_out_channels=[16, 32],
             timesteps=100,
             sample_steps=3,
+            anomaly_t=50,
+            vlb_timesteps=10,
             conditional=True,
             num_classes=3,
             prediction="v",

@@ -143,7 +143,7 @@ class AffineCoupling(nn.Module):
             log_s, t = self._scale_shift(self.net(y_a))
             return torch.cat([y_a, (y_b - t) * (-log_s).exp()], 1)
         m = self._checker(y)
-        log_s, t = self._scale_shift(self.net(torch.cat([y * m, m.expand(len(y), 1, -1, -1)], 1)))
+        log_s, t = self._scale_shift(self.net(torch.cat([y * m, m.expand(y.shape[0], 1, -1, -1)], 1)))
         log_s, t = log_s * (1 - m), t * (1 - m)
         return y * m + (1 - m) * ((y - t) * (-log_s).exp())
 
@@ -269,7 +269,8 @@ class ImageFlow(nn.Module):
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         shapes = self.part_shapes()  # to cut z back into its factored-out parts
         sizes = [math.prod(sh) for sh in shapes]
-        parts = [p.reshape(len(z), *sh) for p, sh in zip(z.split(sizes, 1), shapes, strict=True)]
+        # -1, not len(z): an exported graph keeps its batch dimension free (genlab export)
+        parts = [p.reshape(-1, *sh) for p, sh in zip(z.split(sizes, 1), shapes, strict=True)]
         x = parts[-1]
         for i in reversed(range(len(self.levels))):
             if self.splits_after(i):
