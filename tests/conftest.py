@@ -27,6 +27,7 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 # the files holding the longest tests (measured with --durations), longest first
 LONGEST_FIRST = (
     "test_study.py",
+    "test_plugins.py",
     "test_benchmarks.py",
     "test_flow.py",
     "test_gan.py",
