@@ -100,15 +100,31 @@ def protocol_lines(cfg, families: list[str], records: list[dict[str, Any]]) -> l
         backbone = (
             f"{p['backbone']} ({p['feature_dim']}-d features, weights sha256 {p['weights_sha256'][:12]}…)"
         )
-    budget = (
-        f"{study.epochs} epoch(s) per run"
-        if study.budget == "epochs"
-        else f"{study.minutes} min of training per run"
-    )
+    from genlab.study.convergence import ConvergenceRule
+    from genlab.study.plan import anomaly_families, budget_text
+    from genlab.study.verdict import MULTIPLE
+
+    budget = f"equal {'CPU time' if study.budget == 'cpu' else study.budget}: {budget_text(study)} per run"
+    if study.budget == "cpu":
+        budget += (
+            " (user + system CPU seconds of the training process, all its threads, from its first training "
+            "batch to its last validation: training steps, validation epochs and checkpoints; start-up "
+            "excluded; genlab/callbacks/budget.py)"
+        )
+    held_out = anomaly_families(study)
+    if held_out and study.get("anomaly_budget") is not None:
+        budget += f"; held-out-class runs: {budget_text(study, 'anomaly')}"
     lines = [
         ("families", ", ".join(families)),
         ("seeds", ", ".join(str(s) for s in study.seeds)),
-        ("budget", f"equal {study.budget}: {budget}"),
+        ("budget", budget),
+        ("convergence", ConvergenceRule.from_config(study.get("convergence")).text()),
+        (
+            "statistics",
+            "Welch's t-test of the difference of the means (scipy.stats.ttest_ind, equal_var=False) with "
+            "its 95% confidence interval and Hedges' g; stability: F test of the ratio of the variances "
+            f"(Fisher's exact test on diverged runs); multiple comparisons: {MULTIPLE}",
+        ),
         (
             "data",
             f"{data_name(cfg)} at {cfg.data.get('image_size')} px, {cfg.data.get('channels')} channel(s)",
@@ -128,13 +144,115 @@ def protocol_lines(cfg, families: list[str], records: list[dict[str, Any]]) -> l
         ("reconstruction", f"{study.eval.n_recon} test images (families with an encoder)"),
         (
             "anomaly detection",
-            f"class {study.anomaly_class} held out of training, same split and seeds for every family"
-            if study.anomaly_class is not None
+            f"class {study.anomaly_class} held out of training ({', '.join(held_out)}), same split and seeds "
+            "for every family"
+            if held_out
             else "off (study.anomaly_class=null)",
         ),
         ("train overrides", " ".join(str(o) for o in study.train_overrides) or "none"),
     ]
+    for family in families:
+        extra = (study.family_overrides or {}).get(family)
+        if extra:
+            lines.append((f"{family} overrides", " ".join(str(o) for o in extra)))
     return lines
+
+
+STARTUP_CPU_S = 10.0  # CPU seconds of one `genlab train` process before its first batch (imports, data)
+
+
+def print_estimate(study, jobs, log=print) -> None:
+    """How long the study will take, said before it starts: its pending training (exact for a CPU budget,
+    from the wall-clock budget for time, none for epochs) and a rough measuring time per run."""
+    from genlab.study.plan import budget_amount
+
+    pending = [j for j in jobs if j.status() != "completed"]
+    parallel = int(study.get("parallel", 1) or 1)
+    measure_s = float(study.get("measure_seconds") or 0) * len(jobs)
+    if not pending:
+        log(f"study: every run is trained; measuring and reporting (about {measure_s / 60:.0f} min)")
+        return
+    if study.budget == "epochs":
+        log(
+            f"study: training {len(pending)} run(s) of {study.epochs} epoch(s) each (budget=epochs: no time "
+            "estimate; study.budget=cpu gives one)"
+        )
+        return
+    per_run = [
+        float(budget_amount(study, j.role)) * (60 if study.budget == "time" else 1) + STARTUP_CPU_S
+        for j in pending
+    ]
+    cpu = sum(per_run)
+    wall = cpu / parallel + measure_s
+    log(
+        f"study: estimated time: training {len(pending)} run(s), {cpu / 60:.0f} CPU-min in {parallel} "
+        f"process(es) at once, then measuring {len(jobs)} run(s) (~{measure_s / 60:.0f} min): about "
+        f"{wall / 60:.0f} min on {parallel} free core(s), longer when other processes share them"
+    )
+
+
+def unconverged_runs(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(role, family) -> which of its runs had not converged (or could not show it)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for r in records:
+        if r["status"] != "completed":
+            continue
+        key = (r["role"], r["family"])
+        counts[key] = counts.get(key, 0) + 1
+        conv = r.get("convergence")
+        if conv is not None and conv.converged is not True:
+            found.setdefault(key, []).append(f"seed {r['seed']}: {conv.text()}")
+    return {
+        key: f"{key[1]}: {len(runs)} of {counts[key]} run(s) not converged ({'; '.join(runs)})"
+        for key, runs in found.items()
+    }
+
+
+def budget_needs(records: list[dict[str, Any]], study) -> list[str]:
+    """For each family with a run that had not converged: what budget it would need (from its curves, and
+    from the study's reference, e.g. a preset's measured budget)."""
+    import math
+    import statistics
+
+    from genlab.study.convergence import MAX_EXTRAPOLATION
+
+    lines = []
+    references = dict(study.get("reference_budgets") or {})
+    for family in dict.fromkeys(r["family"] for r in records):
+        for role in ("main", "anomaly"):
+            mine = [
+                r for r in records if r["family"] == family and r["role"] == role and r.get("convergence")
+            ]
+            late = [r for r in mine if r["convergence"].converged is not True]
+            if not late:
+                continue
+            estimates = [r["convergence"].needed_cpu_seconds for r in late]
+            known = [e for e in estimates if e is not None]
+            spent = [r["convergence"].cpu_seconds for r in late if r["convergence"].cpu_seconds]
+            where = f"{family}{' (held-out-class runs)' if role == 'anomaly' else ''}"
+            text = f"{where}: {len(late)} of {len(mine)} run(s) not converged at ~{_mean(spent)} CPU-s"
+            finite = [e for e in known if math.isfinite(e)]
+            if finite and len(finite) * 2 > len(known):
+                text += (
+                    f"; by its curves it would need about {statistics.median(finite):,.0f} CPU-s per run "
+                    "(the last-window gain falling below the tolerance, a power law fitted to the gains)"
+                )
+            elif known:
+                text += (
+                    f"; by its curves it would need more than {MAX_EXTRAPOLATION:g}× this budget (its "
+                    "last-window gain shrinks too slowly for a closer estimate)"
+                )
+            else:
+                text += "; its curves do not say how much more it needs"
+            if references.get(family):
+                text += f"; reference: {references[family]}"
+            lines.append(text)
+    return lines
+
+
+def _mean(values: list[float]) -> str:
+    return f"{sum(values) / len(values):,.0f}" if values else "?"
 
 
 def study(cfg) -> Path:
@@ -142,10 +260,11 @@ def study(cfg) -> Path:
     import torch
     from omegaconf import OmegaConf
 
+    from genlab.study.convergence import ConvergenceRule, judge_convergence, read_curve
     from genlab.study.measure import StudyMeasurer
     from genlab.study.plan import check_study, plan_jobs, run_pending, study_families
     from genlab.study.render import StudyReport, bar_charts, render, training_curves
-    from genlab.study.verdict import build_table, verdicts
+    from genlab.study.verdict import MULTIPLE, build_table, tested_count, verdicts
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -155,12 +274,14 @@ def study(cfg) -> Path:
     study_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(cfg.study, study_dir)
     print(f"study {cfg.study.name}: {len(jobs)} runs in {study_dir}", flush=True)
+    print_estimate(cfg.study, jobs, log=lambda m: print(m, flush=True))
     run_pending(cfg.study, jobs, data_overrides(), log=lambda m: print(m, flush=True))
 
     data_config = OmegaConf.to_container(cfg.data, resolve=True)
     measurer = StudyMeasurer(
         cfg.study.eval, data_config, cfg.paths.cache_dir, log=lambda m: print(m, flush=True)
     )
+    rule = ConvergenceRule.from_config(cfg.study.get("convergence"))
     records = []
     for job in jobs:
         record = {"name": job.name, "family": job.family, "seed": job.seed, "role": job.role}
@@ -171,10 +292,14 @@ def study(cfg) -> Path:
                 record["metrics"] = {**measured.get("metrics", {}), **measured.get("cost", {})}
                 record["protocol"] = measured.get("protocol")
                 record["epochs"] = measured.get("cost", {}).get("epochs")
+            record["convergence"] = conv = judge_convergence(read_curve(job.folder), rule)
+            record["metrics"]["train_cpu_seconds"] = conv.cpu_seconds
+            record["metrics"]["train_epochs"] = conv.epochs or None
         records.append(record)
 
     table = build_table(records, families)
-    judged = verdicts(table)
+    unconverged = unconverged_runs(records)
+    judged = verdicts(table, unconverged)
     notes = []
     if len(cfg.study.seeds) < 3:
         notes.append(
@@ -186,17 +311,31 @@ def study(cfg) -> Path:
             f"{len(failed)} run(s) failed and are left out of the means: "
             + "; ".join(f"{r['name']}: {r['error']}" for r in failed[:5])
         )
+    notes.append(
+        f"{tested_count(judged)} of {len(judged)} claims were tested; their p-values are adjusted together "
+        f"({MULTIPLE}). A claim is supported (or contradicted) when its adjusted p is below 0.05 and the "
+        "difference points its way (or the other way)."
+    )
     noise = [v for v in judged if v.status == "within noise"]
     if noise:
         notes.append(
-            f"{len(noise)} claim(s) are within the seeds' noise: the difference is smaller than two standard "
-            "errors, so these data neither support nor contradict them."
+            f"{len(noise)} claim(s) are within the seeds' noise: these data neither support nor contradict "
+            "them. The 'detectable' column gives the difference the seeds would have found with 80% power "
+            "at α = 0.05 (before the adjustment): a smaller true difference can hide in the noise."
         )
+    unresolved = [v for v in judged if v.status == "not resolved at this budget"]
+    if unresolved:
+        notes.append(
+            f"{len(unresolved)} claim(s) are not resolved at this budget: a run they rest on had not "
+            "converged (see Convergence); their test is shown but not ruled on."
+        )
+    needs = budget_needs(records, cfg.study)
     figures = study_dir / "figures"
     report = StudyReport(
         name=str(cfg.study.name),
         protocol=protocol_lines(cfg, families, records),
         verdicts=judged,
+        budget_needs=needs,
         table=table,
         runs=records,
         charts=bar_charts(table, figures),

@@ -101,7 +101,7 @@ class StudyMeasurer:
         datamodule = datamodule_from_config((model.run_config or {}).get("data") or self.data_config)
         self.log(f"study: measuring {job.name}")
         if job.role == "main":
-            payload = self._generation(model, datamodule)
+            payload = self._generation(model, datamodule, self.settings_for(job.family))
         else:
             payload = self._anomaly(model, datamodule)
         payload["cost"] = training_cost(job, model, datamodule)
@@ -111,10 +111,21 @@ class StudyMeasurer:
         (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
         return payload
 
-    def _generation(self, model, datamodule) -> dict[str, Any]:
+    def settings_for(self, family: str):
+        """The protocol's settings for one family: the latent-path measures (path length, dead zones) only
+        for `eval.latent_families` when it names some (no claim reads the others', and for a diffusion
+        model every path point is a whole sampling chain)."""
+        from dataclasses import replace
+
+        chosen = self.study_eval.get("latent_families")
+        if chosen is None or family in chosen:
+            return self.settings
+        return replace(self.settings, ppl_pairs=0, dead_zone_paths=0)
+
+    def _generation(self, model, datamodule, settings) -> dict[str, Any]:
         from genlab.metrics.evaluate import evaluate_model
 
-        result = evaluate_model(model, datamodule, self.backbone(datamodule), self.settings, self.cache_dir)
+        result = evaluate_model(model, datamodule, self.backbone(datamodule), settings, self.cache_dir)
         details = asdict(result)
         return {
             "metrics": {k: _finite(v) for k, v in result.scalars().items()},

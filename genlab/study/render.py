@@ -15,8 +15,20 @@ from genlab.study.verdict import MEASURES, StudyTable, Verdict
 
 # a grid's tiles are upscaled (nearest neighbour) to at least this many pixels, so 16-28 px images read
 MIN_TILE_PX = 64
-STATUS_MARK = {"supported": "✔ supported", "contradicted": "✘ contradicted", "within noise": "≈ within noise"}
-STATUS_CSS = {"supported": "supported", "contradicted": "contradicted", "within noise": "noise"}
+STATUS_MARK = {
+    "supported": "✔ supported",
+    "contradicted": "✘ contradicted",
+    "within noise": "≈ within noise",
+    "not resolved at this budget": "… not resolved at this budget",
+}
+STATUS_CSS = {
+    "supported": "supported",
+    "contradicted": "contradicted",
+    "within noise": "noise",
+    "not resolved at this budget": "noise",
+}
+CONVERGENCE_MARK = {True: "converged", False: "not converged", None: "cannot tell"}
+CONVERGENCE_CSS = {True: "supported", False: "contradicted", None: "noise"}
 BAR_LEGEND = "bar: mean over seeds; whisker: standard deviation; dots: one per seed"
 CURVE_LEGEND = "one line per seed; 1-based epochs; losses of different families are not comparable"
 
@@ -32,6 +44,7 @@ class StudyReport:
     curves: list[Figure] = field(default_factory=list)
     grids: list[Figure] = field(default_factory=list)  # badge: the family
     notes: list[str] = field(default_factory=list)
+    budget_needs: list[str] = field(default_factory=list)  # what the families that had not converged need
 
 
 def _plt():
@@ -141,20 +154,73 @@ def text_cells(*texts: object) -> list[Cell]:
 
 
 def verdict_table(verdicts: list[Verdict]) -> Table:
-    header = text_cells("topic", "claim", "measure", "claimed-better family", "compared with", "margin")
+    header = text_cells(
+        "topic",
+        "claim",
+        "claimed-better family",
+        "compared with",
+        "difference (95% CI)",
+        "test, p (adjusted)",
+        "effect size",
+        "detectable (80% power)",
+    )
     rows = [
         Row(
             [
-                *text_cells(v.claim.topic, v.claim.text, v.claim.measure),
+                *text_cells(v.claim.topic, f"{v.claim.text} [{v.claim.measure}]"),
                 Cell(f"{v.claim.family}: {v.family_value}"),
                 Cell(f"{v.claim.other}: {v.other_value}"),
-                *text_cells(v.margin),
-                Cell(STATUS_MARK.get(v.status, v.status), css=f"text {STATUS_CSS.get(v.status, 'na')}"),
+                *text_cells(v.margin, v.p_text(), v.effect or "–", v.detectable or "–"),
+                Cell(
+                    STATUS_MARK.get(v.status, v.status) + (f" — {v.convergence}" if v.convergence else ""),
+                    css=f"text {STATUS_CSS.get(v.status, 'na')}",
+                ),
             ]
         )
         for v in verdicts
     ]
-    return Table([*header, Cell("verdict", css="text")], rows)
+    return Table([*header, Cell("verdict", css="text")], rows, id="verdicts")
+
+
+def needed_text(seconds: float | None) -> str:
+    """The budget estimate of a run that had not converged, as a table cell."""
+    from genlab.study.convergence import MAX_EXTRAPOLATION
+
+    if seconds is None:
+        return "–"
+    return f"> {MAX_EXTRAPOLATION:g}× its budget" if math.isinf(seconds) else f"{seconds:,.0f}"
+
+
+def convergence_table(runs: list[dict[str, Any]]) -> Table:
+    """One row per completed run: epochs, CPU seconds, final validation loss, last-window gain, verdict."""
+    rows = []
+    for r in runs:
+        conv = r.get("convergence")
+        if conv is None:
+            continue
+        rows.append(
+            Row(
+                [
+                    *text_cells(r["name"]),
+                    Cell(str(conv.epochs)),
+                    Cell(f"{conv.cpu_seconds:,.0f}" if conv.cpu_seconds is not None else "–"),
+                    Cell(f"{conv.final_loss:.4g}" if conv.final_loss is not None else "–"),
+                    Cell(f"{conv.improvement:+.1%}" if conv.improvement is not None else "–"),
+                    Cell(f"{conv.needed_cpu_seconds:,.0f}" if conv.needed_cpu_seconds is not None else "–"),
+                    Cell(CONVERGENCE_MARK[conv.converged], css=f"text {CONVERGENCE_CSS[conv.converged]}"),
+                ]
+            )
+        )
+    header = [
+        *text_cells("run"),
+        Cell("validated epochs"),
+        Cell("training CPU-s"),
+        Cell("final val/loss"),
+        Cell("last-window gain"),
+        Cell("CPU-s it would need"),
+        Cell("convergence", css="text"),
+    ]
+    return Table(header, rows, id="convergence")
 
 
 def measures_table(report: StudyReport) -> Table:
@@ -197,12 +263,25 @@ def document(report: StudyReport, folder: Path) -> Document:
         Section("Protocol", items=[f"{key}: {value}" for key, value in report.protocol]),
         Section(
             "Verdicts",
-            text="Each claim is judged on the mean over seeds; the margin is the difference in the measure's "
-            "units and in standard errors of that difference. Two or more standard errors count as support "
-            "(or contradiction); less is within noise.",
+            text="Each claim is judged on the values of its two families over seeds by the named test; the "
+            "difference is in the measure's units (claimed-better family minus the other), the p-values are "
+            "adjusted for the number of claims tested (Benjamini–Hochberg), and a claim resting on a run "
+            "that had not converged is not resolved at this budget, whatever its test says.",
             tables=[verdict_table(report.verdicts)],
         ),
     ]
+    convergence = convergence_table(report.runs)
+    if convergence.rows:
+        sections.append(
+            Section(
+                "Convergence",
+                text="Per run: its validation curve (val/loss, each family's own loss) judged by the rule in "
+                "the protocol; 'CPU-s it would need' extrapolates the shrinking last-window gain to the "
+                "tolerance (a power law fitted to the gains, only when they shrink).",
+                tables=[convergence],
+                items=list(report.budget_needs),
+            )
+        )
     if report.notes:
         sections.append(Section("Notes", items=list(report.notes)))
     sections.append(
