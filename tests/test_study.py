@@ -56,7 +56,7 @@ def test_plan_has_one_job_per_family_seed_and_role(tmp_path):
     ]  # fmt: skip
     assert jobs[0].name == "vae seed=3" and jobs[0].status() == "pending"
     assert jobs[0].folder == tmp_path / "runs" / "main" / "vae" / "seed3"
-    assert budget_overrides(cfg.study) == ["trainer.max_epochs=100000", "callbacks.cpu_budget.seconds=8"]
+    assert budget_overrides(cfg.study) == ["trainer.max_epochs=100000", "callbacks.cpu_budget.seconds=5"]
     epochs = compose_study("study.budget=epochs", "study.epochs=6").study
     assert budget_overrides(epochs) == ["trainer.max_epochs=6"]
     timed = compose_study("study.budget=time", "study.minutes=1.5").study
@@ -80,7 +80,7 @@ def test_anomaly_runs_only_for_the_named_families(tmp_path):
         ("study.budget=steps", "study.budget='steps'"),
         ("study.seeds=[]", "study.seeds=[]"),
         ("study.seeds=[1,1]", "repeats a seed"),
-        ("study.epochs=0", "study.epochs=0"),
+        ("study.budget=epochs study.epochs=0", "study.epochs=0"),
         ("study.families=[vae,nope]", "'nope'"),
         ("study.budget=cpu study.cpu_seconds=0", "study.cpu_seconds=0"),
         ("study.anomaly_budget=-1", "study.anomaly_budget=-1"),
@@ -355,3 +355,39 @@ def test_stopping_a_study_stops_its_training_sweep(tmp_path):
     assert parent.wait(timeout=60) == 128 + signal.SIGTERM
     with pytest.raises(ProcessLookupError):  # stopped and reaped by the study, not orphaned
         os.kill(child, 0)
+
+
+def test_cpu_budget_stops_training_validates_and_saves(tmp_path):
+    run = tmp_path / "run"
+    run_genlab(
+        "train",
+        "model=vae",
+        "trainer=cpu",
+        "trainer.max_epochs=100000",
+        "callbacks.cpu_budget.seconds=3",
+        "threads=1",
+        "test=false",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    from genlab.study.convergence import read_curve
+
+    curve = read_curve(run)
+    assert curve is not None and curve.cpu and 3.0 <= curve.cpu[-1] < 30.0  # stopped soon after 3 CPU-s
+    assert curve.cpu == sorted(curve.cpu) and len(curve.losses) == len(curve.cpu)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] < 100000
+    bad = run_genlab("train", "callbacks.cpu_budget.seconds=-1", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "callbacks.cpu_budget.seconds=-1" in bad.stderr
+
+
+def test_cpu_budget_carries_over_a_resume():
+    from genlab.callbacks.budget import CpuBudget, process_cpu_seconds
+
+    budget = CpuBudget(10)
+    budget.load_state_dict({"spent": 7.5, "stopped": False})
+    assert budget.spent() == 7.5  # before training starts again: what the earlier session spent
+    budget.started = process_cpu_seconds()
+    sum(i * i for i in range(200_000))  # spend a little CPU
+    assert budget.spent() > 7.5 and budget.state_dict()["spent"] >= budget.spent() - 1e-3

@@ -158,7 +158,8 @@ def protocol_lines(cfg, families: list[str], records: list[dict[str, Any]]) -> l
     return lines
 
 
-STARTUP_CPU_S = 10.0  # CPU seconds of one `genlab train` process before its first batch (imports, data)
+STARTUP_CPU_S = 10.0  # CPU seconds of one `genlab train` sweep process before its first batch (imports, data)
+RUN_OVERHEAD_CPU_S = 2.0  # per run beyond its budget: data and model set-up, the last validation, checkpoints
 
 
 def print_estimate(study, jobs, log=print) -> None:
@@ -179,10 +180,10 @@ def print_estimate(study, jobs, log=print) -> None:
         )
         return
     per_run = [
-        float(budget_amount(study, j.role)) * (60 if study.budget == "time" else 1) + STARTUP_CPU_S
+        float(budget_amount(study, j.role)) * (60 if study.budget == "time" else 1) + RUN_OVERHEAD_CPU_S
         for j in pending
     ]
-    cpu = sum(per_run)
+    cpu = sum(per_run) + STARTUP_CPU_S * len({(j.family, j.role) for j in pending})
     wall = cpu / parallel + measure_s
     log(
         f"study: estimated time: training {len(pending)} run(s), {cpu / 60:.0f} CPU-min in {parallel} "

@@ -13,8 +13,11 @@ from typing import Any
 from genlab.report.document import Cell, Document, Figure, Row, Section, Table
 from genlab.study.verdict import MEASURES, StudyTable, Verdict
 
-# a grid's tiles are upscaled (nearest neighbour) to at least this many pixels, so 16-28 px images read
-MIN_TILE_PX = 64
+# a grid's tiles are upscaled (nearest neighbour) to at least this many pixels (16 px digits twice, 28 px
+# MNIST as it is: the HTML page enlarges every grid with pixelated scaling, and the files stay small)
+MIN_TILE_PX = 28
+# colours of a chart's palette PNG: matplotlib's anti-aliased lines need few, and the report stays small
+CHART_COLOURS = 64
 STATUS_MARK = {
     "supported": "✔ supported",
     "contradicted": "✘ contradicted",
@@ -56,6 +59,39 @@ def _plt():
     return plt
 
 
+# the measures drawn as bar charts: those the claims read, and the compute each run had (the others are
+# in the measures table)
+CHARTED = (
+    "fid",
+    "precision",
+    "recall",
+    "sharpness",
+    "ppl",
+    "dead_zone_frac",
+    "class_coverage_kl",
+    "recon_mse",
+    "auroc",
+    "train_cpu_seconds",
+    "train_epochs",
+)
+
+
+def compact_png(path: Path, colours: int | None = CHART_COLOURS) -> Path:
+    """Rewrite a PNG as small as it reads the same: grey pictures as one channel, charts as a palette of
+    `colours` (None: keep the colours), compressed as far as PNG goes."""
+    from PIL import Image, ImageChops
+
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    r, g, b = image.split()
+    if ImageChops.difference(r, g).getbbox() is None and ImageChops.difference(r, b).getbbox() is None:
+        image = r  # every pixel grey: one channel
+    elif colours:
+        image = image.quantize(colours, method=Image.Quantize.MEDIANCUT)
+    image.save(path, optimize=True)
+    return path
+
+
 def bar_charts(table: StudyTable, folder: Path) -> list[Figure]:
     """One bar chart per measure: the mean per family with the standard deviation over seeds as error
     bar, every seed's value as a dot."""
@@ -64,7 +100,7 @@ def bar_charts(table: StudyTable, folder: Path) -> list[Figure]:
     figures = []
     for key, per_family in table.summaries.items():
         role, measure = key.split("/", 1)
-        if measure not in MEASURES:
+        if measure not in CHARTED:
             continue
         label = MEASURES[measure][0]
         families = [f for f in table.families if f in per_family]
@@ -83,8 +119,9 @@ def bar_charts(table: StudyTable, folder: Path) -> list[Figure]:
             ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         fig.tight_layout()
         path = folder / f"{role}_{measure}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
+        compact_png(path)
         figures.append(Figure(path, alt=label))
     return figures
 
@@ -118,8 +155,9 @@ def training_curves(runs: list[dict[str, Any]], families: list[str], folder: Pat
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = folder / f"curves_{family}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
+        compact_png(path)
         figures.append(Figure(path, alt=f"{family} training curves"))
     return figures
 
@@ -130,7 +168,16 @@ def save_upscaled_grid(images, path: Path, nrow: int, tile: int) -> Path:
     from genlab.callbacks.samples import PADDING, save_grid
 
     factor = max(1, math.ceil(MIN_TILE_PX / max(tile, 1)))
-    return save_grid(images, path, nrow=nrow, min_width=nrow * tile * factor + PADDING * (nrow + 1))
+    save_grid(images, path, nrow=nrow, min_width=nrow * tile * factor + PADDING * (nrow + 1))
+    return compact_png(path, colours=None)
+
+
+def relative_folder(run: str, folder: Path) -> str:
+    """A run's folder relative to the report's (the study folder holds its runs), else as it is."""
+    try:
+        return Path(run).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return str(run)
 
 
 def results_csv(runs: list[dict[str, Any]], path: Path) -> Path:
@@ -142,7 +189,7 @@ def results_csv(runs: list[dict[str, Any]], path: Path) -> Path:
     rows = [
         [r["name"], r["family"], r["seed"], r["role"], r["status"]]
         + [r["metrics"].get(m) for m in measures]
-        + [r.get("error") or "", r["run"]]
+        + [r.get("error") or "", relative_folder(r["run"], path.parent)]
         for r in runs
     ]
     write_csv(header, rows, path)
@@ -255,7 +302,13 @@ def document(report: StudyReport, folder: Path) -> Document:
     runs = Table(
         text_cells("run", "status", "folder"),
         [
-            Row(text_cells(r["name"], r["status"] + (f": {r['error']}" if r.get("error") else ""), r["run"]))
+            Row(
+                text_cells(
+                    r["name"],
+                    r["status"] + (f": {r['error']}" if r.get("error") else ""),
+                    relative_folder(r["run"], folder),
+                )
+            )
             for r in report.runs
         ],
     )
