@@ -24,6 +24,7 @@ from genlab.study.verdict import (
     detectable_spread_ratio,
     hedges_g,
     judge,
+    story,
     verdicts,
 )
 from tests.conftest import run_genlab
@@ -172,6 +173,12 @@ def test_verdicts_adjust_p_values_together_and_hold_back_unconverged_claims():
     assert realism.p == pytest.approx(next(v for v in judged if v.claim == realism.claim).p)
     gan_vae = next(v for v in held if v.claim.text.startswith("GAN samples are more realistic"))
     assert gan_vae.status == "supported"  # rests on no diffusion run
+    lines = {line.text: line for line in story(held)}
+    assert lines["diffusion models give the most realistic samples"].status == "not resolved at this budget"
+    sharper = lines["GANs give sharper samples than VAEs"]  # gan 0.8 vs vae 1.0 sharpness: contradicted
+    assert sharper.status == "contradicted" and [v.status for v in sharper.claims] == ["contradicted"]
+    both = next(line for text, line in lines.items() if text.startswith("the VAE-GAN gets both"))
+    assert len(both.claims) == 3 and both.status in ("mixed", "within noise", "supported", "contradicted")
 
 
 def test_stability_compares_spread_and_diverged_runs():

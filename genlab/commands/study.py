@@ -111,6 +111,9 @@ def protocol_lines(cfg, families: list[str], records: list[dict[str, Any]]) -> l
             "batch to its last validation: training steps, validation epochs and checkpoints; start-up "
             "excluded; genlab/callbacks/budget.py)"
         )
+    threads = run_threads(records)
+    if threads:
+        budget += f"; {threads}"
     held_out = anomaly_families(study)
     if held_out and study.get("anomaly_budget") is not None:
         budget += f"; held-out-class runs: {budget_text(study, 'anomaly')}"
@@ -156,6 +159,26 @@ def protocol_lines(cfg, families: list[str], records: list[dict[str, Any]]) -> l
         if extra:
             lines.append((f"{family} overrides", " ".join(str(o) for o in extra)))
     return lines
+
+
+def run_threads(records: list[dict[str, Any]]) -> str:
+    """What a run's CPU time is spent by, read from the runs' own configs: torch threads, loader workers."""
+    import json
+
+    seen = set()
+    for r in records:
+        try:
+            config = json.loads((Path(r["run"]) / "metrics.json").read_text())["config"]
+        except (OSError, KeyError, ValueError):
+            continue
+        seen.add((config.get("threads"), (config.get("data") or {}).get("num_workers")))
+    if not seen:
+        return ""
+    parts = [
+        f"torch threads {threads or 'default'}, data-loader workers {workers or 0}"
+        for threads, workers in sorted(seen, key=str)
+    ]
+    return "runs used " + " / ".join(parts)
 
 
 STARTUP_CPU_S = 10.0  # CPU seconds of one `genlab train` sweep process before its first batch (imports, data)

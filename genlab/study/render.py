@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.report.document import Cell, Document, Figure, Row, Section, Table
-from genlab.study.verdict import MEASURES, StudyTable, Verdict
+from genlab.study.verdict import MEASURES, StudyTable, Verdict, story
 
 # a grid's tiles are upscaled (nearest neighbour) to at least this many pixels (16 px digits twice, 28 px
 # MNIST as it is: the HTML page enlarges every grid with pixelated scaling, and the files stay small)
@@ -23,12 +23,14 @@ STATUS_MARK = {
     "contradicted": "✘ contradicted",
     "within noise": "≈ within noise",
     "not resolved at this budget": "… not resolved at this budget",
+    "mixed": "± mixed",
 }
 STATUS_CSS = {
     "supported": "supported",
     "contradicted": "contradicted",
     "within noise": "noise",
     "not resolved at this budget": "noise",
+    "mixed": "noise",
 }
 CONVERGENCE_MARK = {True: "converged", False: "not converged", None: "cannot tell"}
 CONVERGENCE_CSS = {True: "supported", False: "contradicted", None: "noise"}
@@ -200,6 +202,10 @@ def text_cells(*texts: object) -> list[Cell]:
     return [Cell(str(t), css="text") for t in texts]
 
 
+def status_cell(status: str, extra: str = "") -> Cell:
+    return Cell(STATUS_MARK.get(status, status) + extra, css=f"text {STATUS_CSS.get(status, 'na')}")
+
+
 def verdict_table(verdicts: list[Verdict]) -> Table:
     header = text_cells(
         "topic",
@@ -218,10 +224,7 @@ def verdict_table(verdicts: list[Verdict]) -> Table:
                 Cell(f"{v.claim.family}: {v.family_value}"),
                 Cell(f"{v.claim.other}: {v.other_value}"),
                 *text_cells(v.margin, v.p_text(), v.effect or "–", v.detectable or "–"),
-                Cell(
-                    STATUS_MARK.get(v.status, v.status) + (f" — {v.convergence}" if v.convergence else ""),
-                    css=f"text {STATUS_CSS.get(v.status, 'na')}",
-                ),
+                status_cell(v.status, f" — {v.convergence}" if v.convergence else ""),
             ]
         )
         for v in verdicts
@@ -236,6 +239,21 @@ def needed_text(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     return f"> {MAX_EXTRAPOLATION:g}× its budget" if math.isinf(seconds) else f"{seconds:,.0f}"
+
+
+def story_table(verdicts: list[Verdict]) -> Table:
+    """The textbook story line by line: its verdict and the claims it rests on."""
+    rows = [
+        Row(
+            [
+                *text_cells(line.text),
+                status_cell(line.status),
+                *text_cells(line.detail()),
+            ]
+        )
+        for line in story(verdicts)
+    ]
+    return Table(text_cells("the textbook says", "this study", "the claims it rests on"), rows, id="story")
 
 
 def convergence_table(runs: list[dict[str, Any]]) -> Table:
@@ -314,6 +332,13 @@ def document(report: StudyReport, folder: Path) -> Document:
     )
     sections = [
         Section("Protocol", items=[f"{key}: {value}" for key, value in report.protocol]),
+        Section(
+            "The textbook story",
+            text="Each line of the usual story about these families, judged by the claims below: all of its "
+            "claims supported (or contradicted) settles it; one that rests on a run that had not converged "
+            "leaves it not resolved at this budget.",
+            tables=[story_table(report.verdicts)],
+        ),
         Section(
             "Verdicts",
             text="Each claim is judged on the values of its two families over seeds by the named test; the "

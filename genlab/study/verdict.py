@@ -419,3 +419,64 @@ def verdicts(table: StudyTable, unconverged: dict[tuple[str, str], str] | None =
 
 def tested_count(judged: list[Verdict]) -> int:
     return sum(v.p_adjusted is not None for v in judged)
+
+
+# the textbook story, line by line, and the claims each line rests on (by claim text)
+STORY: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("GANs give sharper samples than VAEs", ("GAN samples are sharper than VAE samples",)),
+    (
+        "VAEs have smoother latent spaces than GANs",
+        (
+            "a VAE's latent space is smoother than a GAN's",
+            "a GAN's latent space has more dead zones than a VAE's",
+        ),
+    ),
+    (
+        "VAEs train more stably than GANs",
+        ("the VAE trains more stably than the GAN (FID spread over seeds)",),
+    ),
+    (
+        "the VAE-GAN gets both: a GAN's sharpness with a VAE's smooth latent space and reconstructions",
+        (
+            "VAE-GAN samples are sharper than VAE samples",
+            "the VAE-GAN's latent space is smoother than the GAN's",
+            "the VAE-GAN reconstructs within 1.5x the VAE's error",
+        ),
+    ),
+    ("VAEs are better anomaly detectors than GANs", ("a VAE detects a held-out class better than a GAN",)),
+    (
+        "diffusion models give the most realistic samples",
+        ("diffusion samples are more realistic than GAN samples",),
+    ),
+)
+
+
+@dataclass
+class StoryLine:
+    text: str
+    status: str  # supported | contradicted | not resolved at this budget | within noise | mixed | n/a
+    claims: list[Verdict]
+
+    def detail(self) -> str:
+        return "; ".join(f"{v.claim.text}: {v.status}" for v in self.claims)
+
+
+def story(judged: list[Verdict]) -> list[StoryLine]:
+    """Each line of the textbook story with one verdict from its claims': all supported (or all
+    contradicted) settles it; a claim not resolved at this budget leaves it unresolved; otherwise it is
+    within noise (all within noise) or mixed."""
+    by_text = {v.claim.text: v for v in judged}
+    lines = []
+    for text, claim_texts in STORY:
+        claims = [by_text[c] for c in claim_texts if c in by_text]
+        statuses = {v.status for v in claims} - {"n/a"}
+        if not statuses:
+            status = "n/a"
+        elif len(statuses) == 1:
+            status = statuses.pop()
+        elif "not resolved at this budget" in statuses:
+            status = "not resolved at this budget"
+        else:
+            status = "mixed"
+        lines.append(StoryLine(text, status, claims))
+    return lines
