@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from genlab.cli import conf_dir
 from genlab.errors import ConfigError
 from genlab.models.registry import families
-from genlab.study.convergence import ConvergenceRule, Curve, judge_convergence, needed_budget
+from genlab.study.convergence import ConvergenceRule, Curve, judge_convergence
 from genlab.study.plan import budget_overrides, check_study, plan_jobs, study_families
 from genlab.study.verdict import (
     CLAIMS,
@@ -201,18 +201,30 @@ def test_stability_compares_spread_and_diverged_runs():
 
 
 def test_convergence_rule_on_known_curves():
-    rule = ConvergenceRule(window=0.25, tolerance=0.01, min_epochs=4)
+    from scipy import stats
+
+    rule = ConvergenceRule(window=0.25, tolerance=0.02, min_epochs=4, significance=0.05)
     flat = Curve([1.0, 0.6, 0.5, 0.499, 0.4985, 0.498, 0.4979, 0.4978], cpu=[10.0 * i for i in range(1, 9)])
     assert judge_convergence(flat, rule).converged is True
-    falling = Curve([1.0 / (i**0.5) for i in range(1, 11)], cpu=[30.0 * i for i in range(1, 11)])
+    cpu = [30.0 * i for i in range(1, 11)]
+    falling = Curve([1.0 / (i**0.5) for i in range(1, 11)], cpu=cpu)
     result = judge_convergence(falling, rule)
-    # the last quarter (CPU > 225 s: epochs 8-10) improves on the best before (epoch 7) by 1 - sqrt(7/10)
-    assert result.converged is False and result.improvement == pytest.approx(1 - (7 / 10) ** 0.5)
-    assert result.epochs == 10 and result.cpu_seconds == 300.0
-    # the gain of a 1/sqrt(t) curve shrinks slowly: far more than the budget to reach 1 %
-    assert result.needed_cpu_seconds is not None and result.needed_cpu_seconds > 3000
-    assert needed_budget(flat, rule) is None or needed_budget(flat, rule) < 80
-    assert judge_convergence(Curve([1.0, 0.5]), rule).converged is None  # too short to tell
+    # the line through the second half (CPU > 150 s: epochs 6-10), its fall over the last quarter (75 s)
+    # relative to the mean loss of that half
+    fit = stats.linregress(cpu[5:], falling.losses[5:])
+    gain = -fit.slope * 75.0 / (sum(falling.losses[5:]) / 5)
+    assert result.converged is False and result.improvement == pytest.approx(gain)
+    assert result.p == pytest.approx(fit.pvalue / 2) and result.epochs == 10 and result.cpu_seconds == 300.0
+    assert result.needed_cpu_seconds is not None and result.needed_cpu_seconds > 300
+    # noise without a trend (a GAN's MMD) has converged; the same numbers sorted into a fall have not
+    noisy = [0.05, 0.046, 0.052, 0.047, 0.051, 0.045, 0.05, 0.048, 0.053, 0.046, 0.049, 0.052]
+    assert judge_convergence(Curve(noisy, cpu=[20.0 * i for i in range(1, 13)]), rule).converged is True
+    trend = sorted(noisy, reverse=True)
+    assert judge_convergence(Curve(trend, cpu=[20.0 * i for i in range(1, 13)]), rule).converged is False
+    # four validations of a steep fall: too few to call it noise, the fitted gain decides
+    steep = Curve([0.0308, 0.0185, 0.018, 0.016], cpu=[20.0, 40.0, 60.0, 80.0])
+    assert judge_convergence(steep, rule).converged is False
+    assert judge_convergence(Curve([1.0, 0.5, 0.4]), rule).converged is None  # too short to tell
     assert judge_convergence(None, rule).converged is None
 
 

@@ -232,13 +232,17 @@ def verdict_table(verdicts: list[Verdict]) -> Table:
     return Table([*header, Cell("verdict", css="text")], rows, id="verdicts")
 
 
-def needed_text(seconds: float | None) -> str:
+def needed_text(seconds: float | None, spent: float | None = None) -> str:
     """The budget estimate of a run that had not converged, as a table cell."""
     from genlab.study.convergence import MAX_EXTRAPOLATION
 
     if seconds is None:
         return "–"
-    return f"> {MAX_EXTRAPOLATION:g}× its budget" if math.isinf(seconds) else f"{seconds:,.0f}"
+    if math.isinf(seconds):
+        return f"> {MAX_EXTRAPOLATION:g}× its budget"
+    if spent is not None and seconds <= spent:
+        return "≈ its budget (at the tolerance)"
+    return f"{seconds:,.0f}"
 
 
 def story_table(verdicts: list[Verdict]) -> Table:
@@ -256,6 +260,12 @@ def story_table(verdicts: list[Verdict]) -> Table:
     return Table(text_cells("the textbook says", "this study", "the claims it rests on"), rows, id="story")
 
 
+def gain_text(conv) -> str:
+    if conv.improvement is None:
+        return "–"
+    return f"{conv.improvement:+.1%} (p = {conv.p:.2g})"
+
+
 def convergence_table(runs: list[dict[str, Any]]) -> Table:
     """One row per completed run: epochs, CPU seconds, final validation loss, last-window gain, verdict."""
     rows = []
@@ -270,8 +280,8 @@ def convergence_table(runs: list[dict[str, Any]]) -> Table:
                     Cell(str(conv.epochs)),
                     Cell(f"{conv.cpu_seconds:,.0f}" if conv.cpu_seconds is not None else "–"),
                     Cell(f"{conv.final_loss:.4g}" if conv.final_loss is not None else "–"),
-                    Cell(f"{conv.improvement:+.1%}" if conv.improvement is not None else "–"),
-                    Cell(f"{conv.needed_cpu_seconds:,.0f}" if conv.needed_cpu_seconds is not None else "–"),
+                    Cell(gain_text(conv)),
+                    Cell(needed_text(conv.needed_cpu_seconds, conv.cpu_seconds)),
                     Cell(CONVERGENCE_MARK[conv.converged], css=f"text {CONVERGENCE_CSS[conv.converged]}"),
                 ]
             )
@@ -281,7 +291,7 @@ def convergence_table(runs: list[dict[str, Any]]) -> Table:
         Cell("validated epochs"),
         Cell("training CPU-s"),
         Cell("final val/loss"),
-        Cell("last-window gain"),
+        Cell("fitted last-window gain (one-sided p of the fall)"),
         Cell("CPU-s it would need"),
         Cell("convergence", css="text"),
     ]
@@ -354,8 +364,9 @@ def document(report: StudyReport, folder: Path) -> Document:
             Section(
                 "Convergence",
                 text="Per run: its validation curve (val/loss, each family's own loss) judged by the rule in "
-                "the protocol; 'CPU-s it would need' extrapolates the shrinking last-window gain to the "
-                "tolerance (a power law fitted to the gains, only when they shrink).",
+                "the protocol; 'CPU-s it would need' extrapolates the shrinking fitted gain to the tolerance "
+                "(a power law fitted to the gains the curve showed when cut after each validation, only when "
+                "they shrink).",
                 tables=[convergence],
                 items=list(report.budget_needs),
             )
