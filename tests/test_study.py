@@ -178,7 +178,23 @@ def test_verdicts_adjust_p_values_together_and_hold_back_unconverged_claims():
     sharper = lines["GANs give sharper samples than VAEs"]  # gan 0.8 vs vae 1.0 sharpness: contradicted
     assert sharper.status == "contradicted" and [v.status for v in sharper.claims] == ["contradicted"]
     both = next(line for text, line in lines.items() if text.startswith("the VAE-GAN gets both"))
-    assert len(both.claims) == 3 and both.status in ("mixed", "within noise", "supported", "contradicted")
+    assert len(both.claims) == 3 and both.status != "n/a"
+
+
+def test_story_line_verdicts_from_their_claims():
+    from genlab.study.verdict import STORY, Verdict
+
+    def judged(*statuses: str) -> list[Verdict]:
+        texts = STORY[3][1]  # the VAE-GAN line: three claims
+        claims = [next(c for c in CLAIMS if c.text == t) for t in texts]
+        return [Verdict(c, s, "", "", "") for c, s in zip(claims, statuses, strict=True)]
+
+    line = lambda *statuses: story(judged(*statuses))[3].status  # noqa: E731
+    assert line("supported", "supported", "supported") == "supported"
+    assert line("supported", "within noise", "supported") == "partly supported"
+    assert line("supported", "contradicted", "within noise") == "mixed"
+    assert line("supported", "not resolved at this budget", "supported") == "not resolved at this budget"
+    assert line("contradicted", "within noise", "within noise") == "partly contradicted"
 
 
 def test_stability_compares_spread_and_diverged_runs():

@@ -23,13 +23,12 @@ def data_overrides() -> list[str]:
 
 def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path) -> list:
     """Per family (its lowest completed seed): prior samples, reconstructions (encoder families) and latent
-    interpolations, upscaled for reading and captioned with run and epoch."""
-    import torch
+    interpolations, upscaled for reading and captioned with run and epoch. A family's grids are drawn once
+    per checkpoint: `<family>_grids.json` beside them names the checkpoint they were drawn from (path, size,
+    time) and their captions, and a study run again reuses them while that checkpoint is unchanged."""
+    import json
 
-    from genlab.latent import interpolation_path
-    from genlab.models import load_model
     from genlab.report.document import Figure
-    from genlab.study.render import save_upscaled_grid
 
     figures = []
     for family in families:
@@ -47,42 +46,72 @@ def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path
         checkpoint = Path(run["run"]) / "checkpoints" / "last.ckpt"
         if not checkpoint.is_file():
             continue
-        model = load_model(checkpoint)
         epoch = run.get("epochs")
         where = f"{run['name']}, after epoch {epoch}" if epoch else run["name"]
-        with torch.no_grad():
-            images = model.sample(64, generator=torch.Generator().manual_seed(0)).cpu()
-            if images.dim() != 4:
-                continue
-            tile = images.shape[-1]
-            path = save_upscaled_grid(images, folder / f"{family}_samples.png", nrow=8, tile=tile)
-            caption = f"samples — {where}: 64 from the prior (seed 0)"
-            figures.append(Figure(path, alt=f"{family}: samples", caption=caption, badge=family))
-            if getattr(model, "has_encoder", False):
-                from genlab.data import datamodule_from_config
-
-                datamodule = datamodule_from_config(model.run_config["data"])
-                datamodule.setup("test")
-                x = torch.stack([datamodule.test_set[i][0] for i in range(min(8, len(datamodule.test_set)))])
-                recon = model.reconstruct(x.to(model.device)).cpu().clamp(0, 1)
-                path = save_upscaled_grid(torch.cat([x, recon]), folder / f"{family}_recon.png", len(x), tile)
-                caption = f"reconstructions — {where}: test images (top row) and theirs (bottom row)"
-                figures.append(Figure(path, alt=f"{family}: reconstructions", caption=caption, badge=family))
-            if callable(getattr(model, "decode", None)) and getattr(model, "latent_dim", None):
-                generator = torch.Generator().manual_seed(1)
-                # the model's sampling prior (the fitted mixture with sample_prior=gmm), else N(0, I)
-                draw = getattr(model, "prior_latents", None)
-                if draw is not None:
-                    a, b = draw(6, generator).cpu(), draw(6, generator).cpu()
-                else:
-                    a = torch.randn(6, model.latent_dim, generator=generator)
-                    b = torch.randn(6, model.latent_dim, generator=generator)
-                path_z = interpolation_path(a, b, 8, "slerp").reshape(-1, model.latent_dim)
-                walk = model.decode(path_z.to(model.device)).float().cpu().clamp(0, 1)
-                path = save_upscaled_grid(walk, folder / f"{family}_interpolation.png", 8, tile)
-                caption = f"interpolations — {where}: 6 slerp walks between prior samples, 8 steps each"
-                figures.append(Figure(path, alt=f"{family}: interpolations", caption=caption, badge=family))
+        stat = checkpoint.stat()
+        source = {"checkpoint": str(checkpoint.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+        index = folder / f"{family}_grids.json"
+        try:
+            drawn = json.loads(index.read_text())
+        except (OSError, ValueError):
+            drawn = None
+        if not (
+            drawn
+            and drawn.get("source") == source
+            and drawn.get("where") == where
+            and all((folder / g["file"]).is_file() for g in drawn.get("grids", []))
+        ):
+            drawn = {"source": source, "where": where, "grids": draw_grids(checkpoint, family, where, folder)}
+            index.write_text(json.dumps(drawn, indent=1) + "\n")
+        for grid in drawn["grids"]:
+            path = folder / Path(grid["file"]).name
+            figures.append(Figure(path, alt=grid["alt"], caption=grid["caption"], badge=family))
     return figures
+
+
+def draw_grids(checkpoint: Path, family: str, where: str, folder: Path) -> list[dict[str, str]]:
+    """The grids of one checkpoint (see study_grids): [{file, alt, caption}]."""
+    import torch
+
+    from genlab.latent import interpolation_path
+    from genlab.models import load_model
+    from genlab.study.render import save_upscaled_grid
+
+    model = load_model(checkpoint)
+    grids = []
+    with torch.no_grad():
+        images = model.sample(64, generator=torch.Generator().manual_seed(0)).cpu()
+        if images.dim() != 4:
+            return grids
+        tile = images.shape[-1]
+        path = save_upscaled_grid(images, folder / f"{family}_samples.png", nrow=8, tile=tile)
+        caption = f"samples — {where}: 64 from the prior (seed 0)"
+        grids.append({"file": path.name, "alt": f"{family}: samples", "caption": caption})
+        if getattr(model, "has_encoder", False):
+            from genlab.data import datamodule_from_config
+
+            datamodule = datamodule_from_config(model.run_config["data"])
+            datamodule.setup("test")
+            x = torch.stack([datamodule.test_set[i][0] for i in range(min(8, len(datamodule.test_set)))])
+            recon = model.reconstruct(x.to(model.device)).cpu().clamp(0, 1)
+            path = save_upscaled_grid(torch.cat([x, recon]), folder / f"{family}_recon.png", len(x), tile)
+            caption = f"reconstructions — {where}: test images (top row) and theirs (bottom row)"
+            grids.append({"file": path.name, "alt": f"{family}: reconstructions", "caption": caption})
+        if callable(getattr(model, "decode", None)) and getattr(model, "latent_dim", None):
+            generator = torch.Generator().manual_seed(1)
+            # the model's sampling prior (the fitted mixture with sample_prior=gmm), else N(0, I)
+            draw = getattr(model, "prior_latents", None)
+            if draw is not None:
+                a, b = draw(6, generator).cpu(), draw(6, generator).cpu()
+            else:
+                a = torch.randn(6, model.latent_dim, generator=generator)
+                b = torch.randn(6, model.latent_dim, generator=generator)
+            path_z = interpolation_path(a, b, 8, "slerp").reshape(-1, model.latent_dim)
+            walk = model.decode(path_z.to(model.device)).float().cpu().clamp(0, 1)
+            path = save_upscaled_grid(walk, folder / f"{family}_interpolation.png", 8, tile)
+            caption = f"interpolations — {where}: 6 slerp walks between prior samples, 8 steps each"
+            grids.append({"file": path.name, "alt": f"{family}: interpolations", "caption": caption})
+    return grids
 
 
 def data_name(cfg) -> str:

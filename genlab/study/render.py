@@ -24,6 +24,8 @@ STATUS_MARK = {
     "within noise": "≈ within noise",
     "not resolved at this budget": "… not resolved at this budget",
     "mixed": "± mixed",
+    "partly supported": "✔≈ partly supported (the rest within noise)",
+    "partly contradicted": "✘≈ partly contradicted (the rest within noise)",
 }
 STATUS_CSS = {
     "supported": "supported",
@@ -31,6 +33,8 @@ STATUS_CSS = {
     "within noise": "noise",
     "not resolved at this budget": "noise",
     "mixed": "noise",
+    "partly supported": "supported",
+    "partly contradicted": "contradicted",
 }
 CONVERGENCE_MARK = {True: "converged", False: "not converged", None: "cannot tell"}
 CONVERGENCE_CSS = {True: "supported", False: "contradicted", None: "noise"}

@@ -327,7 +327,7 @@ def judge(claim: Claim, table: StudyTable) -> Verdict:
         test="Welch's t-test",
         p=p,
         favours=favours,
-        effect=f"Hedges' g = {sign * g:+.2g} (in the claim's favour)" if g is not None else "",
+        effect=f"Hedges' g = {sign * g:+.2g} (positive: the claim's way)" if g is not None else "",
         detectable=detectable,
     )
 
@@ -454,7 +454,8 @@ STORY: tuple[tuple[str, tuple[str, ...]], ...] = (
 @dataclass
 class StoryLine:
     text: str
-    status: str  # supported | contradicted | not resolved at this budget | within noise | mixed | n/a
+    status: str  # supported | contradicted | not resolved at this budget | within noise | partly supported |
+    # mixed | n/a
     claims: list[Verdict]
 
     def detail(self) -> str:
@@ -463,8 +464,8 @@ class StoryLine:
 
 def story(judged: list[Verdict]) -> list[StoryLine]:
     """Each line of the textbook story with one verdict from its claims': all supported (or all
-    contradicted) settles it; a claim not resolved at this budget leaves it unresolved; otherwise it is
-    within noise (all within noise) or mixed."""
+    contradicted) settles it; a claim not resolved at this budget leaves it unresolved; some supported and
+    the rest within noise is partly supported; otherwise it is within noise (all within noise) or mixed."""
     by_text = {v.claim.text: v for v in judged}
     lines = []
     for text, claim_texts in STORY:
@@ -476,6 +477,10 @@ def story(judged: list[Verdict]) -> list[StoryLine]:
             status = statuses.pop()
         elif "not resolved at this budget" in statuses:
             status = "not resolved at this budget"
+        elif statuses == {"supported", "within noise"}:
+            status = "partly supported"
+        elif statuses == {"contradicted", "within noise"}:
+            status = "partly contradicted"
         else:
             status = "mixed"
         lines.append(StoryLine(text, status, claims))
