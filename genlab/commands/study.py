@@ -190,6 +190,16 @@ def protocol_lines(cfg, families: list[str], records: list[dict[str, Any]]) -> l
     return lines
 
 
+# a note under the verdicts for each status some claims have
+STATUS_NOTES = {
+    "within noise": "are within the seeds' noise: these data neither support nor contradict them. The "
+    "'detectable' column gives the difference the seeds would have found with 80% power at α = 0.05 "
+    "(before the adjustment): a smaller true difference can hide in the noise.",
+    "not resolved at this budget": "are not resolved at this budget: a run they rest on had not converged "
+    "(see Convergence); their test is shown but not ruled on.",
+}
+
+
 def run_threads(records: list[dict[str, Any]]) -> str:
     """What a run's CPU time is spent by, read from the runs' own configs: torch threads, loader workers."""
     import json
@@ -369,19 +379,10 @@ def study(cfg) -> Path:
         f"({MULTIPLE}). A claim is supported (or contradicted) when its adjusted p is below 0.05 and the "
         "difference points its way (or the other way)."
     )
-    noise = [v for v in judged if v.status == "within noise"]
-    if noise:
-        notes.append(
-            f"{len(noise)} claim(s) are within the seeds' noise: these data neither support nor contradict "
-            "them. The 'detectable' column gives the difference the seeds would have found with 80% power "
-            "at α = 0.05 (before the adjustment): a smaller true difference can hide in the noise."
-        )
-    unresolved = [v for v in judged if v.status == "not resolved at this budget"]
-    if unresolved:
-        notes.append(
-            f"{len(unresolved)} claim(s) are not resolved at this budget: a run they rest on had not "
-            "converged (see Convergence); their test is shown but not ruled on."
-        )
+    for status, text in STATUS_NOTES.items():
+        count = sum(v.status == status for v in judged)
+        if count:
+            notes.append(f"{count} claim(s) {text}")
     needs = budget_needs(records, cfg.study)
     figures = study_dir / "figures"
     report = StudyReport(
