@@ -296,7 +296,13 @@ def budget_needs(records: list[dict[str, Any]], study) -> list[str]:
             where = f"{family}{' (held-out-class runs)' if role == 'anomaly' else ''}"
             text = f"{where}: {len(late)} of {len(mine)} run(s) not converged at ~{_mean(spent)} CPU-s"
             finite = [e for e in known if math.isfinite(e)]
-            if finite and len(finite) * 2 > len(known):
+            if (
+                finite
+                and len(finite) * 2 > len(known)
+                and statistics.median(finite) <= 1.05 * max(spent or [0])
+            ):
+                text += "; by its curves about the budget it had: its gain hovers at the tolerance"
+            elif finite and len(finite) * 2 > len(known):
                 text += (
                     f"; by its curves it would need about {statistics.median(finite):,.0f} CPU-s per run "
                     "(the last-window gain falling below the tolerance, a power law fitted to the gains)"
