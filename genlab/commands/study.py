@@ -237,8 +237,8 @@ def print_estimate(study, jobs, log=print) -> None:
         return
     if study.budget == "epochs":
         log(
-            f"study: training {len(pending)} run(s) of {study.epochs} epoch(s) each (budget=epochs: no time "
-            "estimate; study.budget=cpu gives one)"
+            f"study: estimated time: none with budget=epochs ({len(pending)} run(s) of {study.epochs} "
+            "epoch(s) to train; study.budget=cpu gives one)"
         )
         return
     per_run = [
