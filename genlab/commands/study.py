@@ -23,13 +23,12 @@ def data_overrides() -> list[str]:
 
 def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path) -> list:
     """Per family (its lowest completed seed): prior samples, reconstructions (encoder families) and latent
-    interpolations, upscaled for reading and captioned with run and epoch."""
-    import torch
+    interpolations, upscaled for reading and captioned with run and epoch. A family's grids are drawn once
+    per checkpoint: `<family>_grids.json` beside them names the checkpoint they were drawn from (path, size,
+    time) and their captions, and a study run again reuses them while that checkpoint is unchanged."""
+    import json
 
-    from genlab.latent import interpolation_path
-    from genlab.models import load_model
     from genlab.report.document import Figure
-    from genlab.study.render import save_upscaled_grid
 
     figures = []
     for family in families:
@@ -47,42 +46,72 @@ def study_grids(records: list[dict[str, Any]], families: list[str], folder: Path
         checkpoint = Path(run["run"]) / "checkpoints" / "last.ckpt"
         if not checkpoint.is_file():
             continue
-        model = load_model(checkpoint)
         epoch = run.get("epochs")
         where = f"{run['name']}, after epoch {epoch}" if epoch else run["name"]
-        with torch.no_grad():
-            images = model.sample(64, generator=torch.Generator().manual_seed(0)).cpu()
-            if images.dim() != 4:
-                continue
-            tile = images.shape[-1]
-            path = save_upscaled_grid(images, folder / f"{family}_samples.png", nrow=8, tile=tile)
-            caption = f"samples — {where}: 64 from the prior (seed 0)"
-            figures.append(Figure(path, alt=f"{family}: samples", caption=caption, badge=family))
-            if getattr(model, "has_encoder", False):
-                from genlab.data import datamodule_from_config
-
-                datamodule = datamodule_from_config(model.run_config["data"])
-                datamodule.setup("test")
-                x = torch.stack([datamodule.test_set[i][0] for i in range(min(8, len(datamodule.test_set)))])
-                recon = model.reconstruct(x.to(model.device)).cpu().clamp(0, 1)
-                path = save_upscaled_grid(torch.cat([x, recon]), folder / f"{family}_recon.png", len(x), tile)
-                caption = f"reconstructions — {where}: test images (top row) and theirs (bottom row)"
-                figures.append(Figure(path, alt=f"{family}: reconstructions", caption=caption, badge=family))
-            if callable(getattr(model, "decode", None)) and getattr(model, "latent_dim", None):
-                generator = torch.Generator().manual_seed(1)
-                # the model's sampling prior (the fitted mixture with sample_prior=gmm), else N(0, I)
-                draw = getattr(model, "prior_latents", None)
-                if draw is not None:
-                    a, b = draw(6, generator).cpu(), draw(6, generator).cpu()
-                else:
-                    a = torch.randn(6, model.latent_dim, generator=generator)
-                    b = torch.randn(6, model.latent_dim, generator=generator)
-                path_z = interpolation_path(a, b, 8, "slerp").reshape(-1, model.latent_dim)
-                walk = model.decode(path_z.to(model.device)).float().cpu().clamp(0, 1)
-                path = save_upscaled_grid(walk, folder / f"{family}_interpolation.png", 8, tile)
-                caption = f"interpolations — {where}: 6 slerp walks between prior samples, 8 steps each"
-                figures.append(Figure(path, alt=f"{family}: interpolations", caption=caption, badge=family))
+        stat = checkpoint.stat()
+        source = {"checkpoint": str(checkpoint.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+        index = folder / f"{family}_grids.json"
+        try:
+            drawn = json.loads(index.read_text())
+        except (OSError, ValueError):
+            drawn = None
+        if not (
+            drawn
+            and drawn.get("source") == source
+            and drawn.get("where") == where
+            and all((folder / g["file"]).is_file() for g in drawn.get("grids", []))
+        ):
+            drawn = {"source": source, "where": where, "grids": draw_grids(checkpoint, family, where, folder)}
+            index.write_text(json.dumps(drawn, indent=1) + "\n")
+        for grid in drawn["grids"]:
+            path = folder / Path(grid["file"]).name
+            figures.append(Figure(path, alt=grid["alt"], caption=grid["caption"], badge=family))
     return figures
+
+
+def draw_grids(checkpoint: Path, family: str, where: str, folder: Path) -> list[dict[str, str]]:
+    """The grids of one checkpoint (see study_grids): [{file, alt, caption}]."""
+    import torch
+
+    from genlab.latent import interpolation_path
+    from genlab.models import load_model
+    from genlab.study.render import save_upscaled_grid
+
+    model = load_model(checkpoint)
+    grids = []
+    with torch.no_grad():
+        images = model.sample(64, generator=torch.Generator().manual_seed(0)).cpu()
+        if images.dim() != 4:
+            return grids
+        tile = images.shape[-1]
+        path = save_upscaled_grid(images, folder / f"{family}_samples.png", nrow=8, tile=tile)
+        caption = f"samples — {where}: 64 from the prior (seed 0)"
+        grids.append({"file": path.name, "alt": f"{family}: samples", "caption": caption})
+        if getattr(model, "has_encoder", False):
+            from genlab.data import datamodule_from_config
+
+            datamodule = datamodule_from_config(model.run_config["data"])
+            datamodule.setup("test")
+            x = torch.stack([datamodule.test_set[i][0] for i in range(min(8, len(datamodule.test_set)))])
+            recon = model.reconstruct(x.to(model.device)).cpu().clamp(0, 1)
+            path = save_upscaled_grid(torch.cat([x, recon]), folder / f"{family}_recon.png", len(x), tile)
+            caption = f"reconstructions — {where}: test images (top row) and theirs (bottom row)"
+            grids.append({"file": path.name, "alt": f"{family}: reconstructions", "caption": caption})
+        if callable(getattr(model, "decode", None)) and getattr(model, "latent_dim", None):
+            generator = torch.Generator().manual_seed(1)
+            # the model's sampling prior (the fitted mixture with sample_prior=gmm), else N(0, I)
+            draw = getattr(model, "prior_latents", None)
+            if draw is not None:
+                a, b = draw(6, generator).cpu(), draw(6, generator).cpu()
+            else:
+                a = torch.randn(6, model.latent_dim, generator=generator)
+                b = torch.randn(6, model.latent_dim, generator=generator)
+            path_z = interpolation_path(a, b, 8, "slerp").reshape(-1, model.latent_dim)
+            walk = model.decode(path_z.to(model.device)).float().cpu().clamp(0, 1)
+            path = save_upscaled_grid(walk, folder / f"{family}_interpolation.png", 8, tile)
+            caption = f"interpolations — {where}: 6 slerp walks between prior samples, 8 steps each"
+            grids.append({"file": path.name, "alt": f"{family}: interpolations", "caption": caption})
+    return grids
 
 
 def data_name(cfg) -> str:
@@ -100,15 +129,34 @@ def protocol_lines(cfg, families: list[str], records: list[dict[str, Any]]) -> l
         backbone = (
             f"{p['backbone']} ({p['feature_dim']}-d features, weights sha256 {p['weights_sha256'][:12]}…)"
         )
-    budget = (
-        f"{study.epochs} epoch(s) per run"
-        if study.budget == "epochs"
-        else f"{study.minutes} min of training per run"
-    )
+    from genlab.study.convergence import ConvergenceRule
+    from genlab.study.plan import anomaly_families, budget_text
+    from genlab.study.verdict import MULTIPLE
+
+    budget = f"equal {'CPU time' if study.budget == 'cpu' else study.budget}: {budget_text(study)} per run"
+    if study.budget == "cpu":
+        budget += (
+            " (user + system CPU seconds of the training process, all its threads, from its first training "
+            "batch to its last validation: training steps, validation epochs and checkpoints; start-up "
+            "excluded; genlab/callbacks/budget.py)"
+        )
+    threads = run_threads(records)
+    if threads:
+        budget += f"; {threads}"
+    held_out = anomaly_families(study)
+    if held_out and study.get("anomaly_budget") is not None:
+        budget += f"; held-out-class runs: {budget_text(study, 'anomaly')}"
     lines = [
         ("families", ", ".join(families)),
         ("seeds", ", ".join(str(s) for s in study.seeds)),
-        ("budget", f"equal {study.budget}: {budget}"),
+        ("budget", budget),
+        ("convergence", ConvergenceRule.from_config(study.get("convergence")).text()),
+        (
+            "statistics",
+            "Welch's t-test of the difference of the means (scipy.stats.ttest_ind, equal_var=False) with "
+            "its 95% confidence interval and Hedges' g; stability: F test of the ratio of the variances "
+            f"(Fisher's exact test on diverged runs); multiple comparisons: {MULTIPLE}",
+        ),
         (
             "data",
             f"{data_name(cfg)} at {cfg.data.get('image_size')} px, {cfg.data.get('channels')} channel(s)",
@@ -128,13 +176,152 @@ def protocol_lines(cfg, families: list[str], records: list[dict[str, Any]]) -> l
         ("reconstruction", f"{study.eval.n_recon} test images (families with an encoder)"),
         (
             "anomaly detection",
-            f"class {study.anomaly_class} held out of training, same split and seeds for every family"
-            if study.anomaly_class is not None
+            f"class {study.anomaly_class} held out of training ({', '.join(held_out)}), same split and seeds "
+            "for every family"
+            if held_out
             else "off (study.anomaly_class=null)",
         ),
         ("train overrides", " ".join(str(o) for o in study.train_overrides) or "none"),
     ]
+    for family in families:
+        extra = (study.family_overrides or {}).get(family)
+        if extra:
+            lines.append((f"{family} overrides", " ".join(str(o) for o in extra)))
     return lines
+
+
+# a note under the verdicts for each status some claims have
+STATUS_NOTES = {
+    "within noise": "are within the seeds' noise: these data neither support nor contradict them. The "
+    "'detectable' column gives the difference the seeds would have found with 80% power at α = 0.05 "
+    "(before the adjustment): a smaller true difference can hide in the noise.",
+    "not resolved at this budget": "are not resolved at this budget: a run they rest on had not converged "
+    "(see Convergence); their test is shown but not ruled on.",
+}
+
+
+def run_threads(records: list[dict[str, Any]]) -> str:
+    """What a run's CPU time is spent by, read from the runs' own configs: torch threads, loader workers."""
+    import json
+
+    seen = set()
+    for r in records:
+        try:
+            config = json.loads((Path(r["run"]) / "metrics.json").read_text())["config"]
+        except (OSError, KeyError, ValueError):
+            continue
+        seen.add((config.get("threads"), (config.get("data") or {}).get("num_workers")))
+    if not seen:
+        return ""
+    parts = [
+        f"torch threads {threads or 'default'}, data-loader workers {workers or 0}"
+        for threads, workers in sorted(seen, key=str)
+    ]
+    return "runs used " + " / ".join(parts)
+
+
+STARTUP_CPU_S = 10.0  # CPU seconds of one `genlab train` sweep process before its first batch (imports, data)
+RUN_OVERHEAD_CPU_S = 2.0  # per run beyond its budget: data and model set-up, the last validation, checkpoints
+
+
+def print_estimate(study, jobs, log=print) -> None:
+    """How long the study will take, said before it starts: its pending training (exact for a CPU budget,
+    from the wall-clock budget for time, none for epochs) and a rough measuring time per run."""
+    from genlab.study.plan import budget_amount
+
+    pending = [j for j in jobs if j.status() != "completed"]
+    parallel = int(study.get("parallel", 1) or 1)
+    measure_s = float(study.get("measure_seconds") or 0) * len(jobs)
+    if not pending:
+        log(f"study: every run is trained; measuring and reporting (about {measure_s / 60:.0f} min)")
+        return
+    if study.budget == "epochs":
+        log(
+            f"study: estimated time: none with budget=epochs ({len(pending)} run(s) of {study.epochs} "
+            "epoch(s) to train; study.budget=cpu gives one)"
+        )
+        return
+    per_run = [
+        float(budget_amount(study, j.role)) * (60 if study.budget == "time" else 1) + RUN_OVERHEAD_CPU_S
+        for j in pending
+    ]
+    cpu = sum(per_run) + STARTUP_CPU_S * len({(j.family, j.role) for j in pending})
+    wall = cpu / parallel + measure_s
+    log(
+        f"study: estimated time: training {len(pending)} run(s), {cpu / 60:.0f} CPU-min in {parallel} "
+        f"process(es) at once, then measuring {len(jobs)} run(s) (~{measure_s / 60:.0f} min): about "
+        f"{wall / 60:.0f} min on {parallel} free core(s), longer when other processes share them"
+    )
+
+
+def unconverged_runs(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(role, family) -> which of its runs had not converged (or could not show it)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for r in records:
+        if r["status"] != "completed":
+            continue
+        key = (r["role"], r["family"])
+        counts[key] = counts.get(key, 0) + 1
+        conv = r.get("convergence")
+        if conv is not None and conv.converged is not True:
+            found.setdefault(key, []).append(f"seed {r['seed']}: {conv.text()}")
+    return {
+        key: f"{key[1]}: {len(runs)} of {counts[key]} run(s) not converged ({'; '.join(runs)})"
+        for key, runs in found.items()
+    }
+
+
+def budget_needs(records: list[dict[str, Any]], study) -> list[str]:
+    """For each family with a run that had not converged: what budget it would need (from its curves, and
+    from the study's reference, e.g. a preset's measured budget)."""
+    import math
+    import statistics
+
+    from genlab.study.convergence import MAX_EXTRAPOLATION
+
+    lines = []
+    references = dict(study.get("reference_budgets") or {})
+    for family in dict.fromkeys(r["family"] for r in records):
+        for role in ("main", "anomaly"):
+            mine = [
+                r for r in records if r["family"] == family and r["role"] == role and r.get("convergence")
+            ]
+            late = [r for r in mine if r["convergence"].converged is not True]
+            if not late:
+                continue
+            estimates = [r["convergence"].needed_cpu_seconds for r in late]
+            known = [e for e in estimates if e is not None]
+            spent = [r["convergence"].cpu_seconds for r in late if r["convergence"].cpu_seconds]
+            where = f"{family}{' (held-out-class runs)' if role == 'anomaly' else ''}"
+            text = f"{where}: {len(late)} of {len(mine)} run(s) not converged at ~{_mean(spent)} CPU-s"
+            finite = [e for e in known if math.isfinite(e)]
+            if (
+                finite
+                and len(finite) * 2 > len(known)
+                and statistics.median(finite) <= 1.05 * max(spent or [0])
+            ):
+                text += "; by its curves about the budget it had: its gain hovers at the tolerance"
+            elif finite and len(finite) * 2 > len(known):
+                text += (
+                    f"; by its curves it would need about {statistics.median(finite):,.0f} CPU-s per run "
+                    "(the last-window gain falling below the tolerance, a power law fitted to the gains)"
+                )
+            elif known:
+                text += (
+                    f"; by its curves it would need more than {MAX_EXTRAPOLATION:g}× this budget (its "
+                    "last-window gain shrinks too slowly for a closer estimate)"
+                )
+            else:
+                text += "; its curves do not say how much more it needs"
+            if references.get(family):
+                text += f"; reference: {references[family]}"
+            lines.append(text)
+    return lines
+
+
+def _mean(values: list[float]) -> str:
+    return f"{sum(values) / len(values):,.0f}" if values else "?"
 
 
 def study(cfg) -> Path:
@@ -142,10 +329,11 @@ def study(cfg) -> Path:
     import torch
     from omegaconf import OmegaConf
 
+    from genlab.study.convergence import ConvergenceRule, judge_convergence, read_curve
     from genlab.study.measure import StudyMeasurer
     from genlab.study.plan import check_study, plan_jobs, run_pending, study_families
     from genlab.study.render import StudyReport, bar_charts, render, training_curves
-    from genlab.study.verdict import build_table, verdicts
+    from genlab.study.verdict import MULTIPLE, build_table, tested_count, verdicts
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -155,12 +343,14 @@ def study(cfg) -> Path:
     study_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(cfg.study, study_dir)
     print(f"study {cfg.study.name}: {len(jobs)} runs in {study_dir}", flush=True)
+    print_estimate(cfg.study, jobs, log=lambda m: print(m, flush=True))
     run_pending(cfg.study, jobs, data_overrides(), log=lambda m: print(m, flush=True))
 
     data_config = OmegaConf.to_container(cfg.data, resolve=True)
     measurer = StudyMeasurer(
         cfg.study.eval, data_config, cfg.paths.cache_dir, log=lambda m: print(m, flush=True)
     )
+    rule = ConvergenceRule.from_config(cfg.study.get("convergence"))
     records = []
     for job in jobs:
         record = {"name": job.name, "family": job.family, "seed": job.seed, "role": job.role}
@@ -171,10 +361,14 @@ def study(cfg) -> Path:
                 record["metrics"] = {**measured.get("metrics", {}), **measured.get("cost", {})}
                 record["protocol"] = measured.get("protocol")
                 record["epochs"] = measured.get("cost", {}).get("epochs")
+            record["convergence"] = conv = judge_convergence(read_curve(job.folder), rule)
+            record["metrics"]["train_cpu_seconds"] = conv.cpu_seconds
+            record["metrics"]["train_epochs"] = conv.epochs or None
         records.append(record)
 
     table = build_table(records, families)
-    judged = verdicts(table)
+    unconverged = unconverged_runs(records)
+    judged = verdicts(table, unconverged)
     notes = []
     if len(cfg.study.seeds) < 3:
         notes.append(
@@ -186,17 +380,22 @@ def study(cfg) -> Path:
             f"{len(failed)} run(s) failed and are left out of the means: "
             + "; ".join(f"{r['name']}: {r['error']}" for r in failed[:5])
         )
-    noise = [v for v in judged if v.status == "within noise"]
-    if noise:
-        notes.append(
-            f"{len(noise)} claim(s) are within the seeds' noise: the difference is smaller than two standard "
-            "errors, so these data neither support nor contradict them."
-        )
+    notes.append(
+        f"{tested_count(judged)} of {len(judged)} claims were tested; their p-values are adjusted together "
+        f"({MULTIPLE}). A claim is supported (or contradicted) when its adjusted p is below 0.05 and the "
+        "difference points its way (or the other way)."
+    )
+    for status, text in STATUS_NOTES.items():
+        count = sum(v.status == status for v in judged)
+        if count:
+            notes.append(f"{count} claim(s) {text}")
+    needs = budget_needs(records, cfg.study)
     figures = study_dir / "figures"
     report = StudyReport(
         name=str(cfg.study.name),
         protocol=protocol_lines(cfg, families, records),
         verdicts=judged,
+        budget_needs=needs,
         table=table,
         runs=records,
         charts=bar_charts(table, figures),

@@ -26,6 +26,18 @@ def eval_settings(study_eval) -> Any:
     return EvalSettings(**{k: v for k, v in dict(study_eval).items() if k in names})
 
 
+def same_protocol(stored: Any, current: dict[str, Any]) -> bool:
+    """Whether measures stored with `stored` were taken with the `current` protocol. Files written before
+    the eval settings held lists stored a list as its text (`"['vae', 'gan']"`): read as the same."""
+    if stored == current or not isinstance(stored, dict):
+        return stored == current
+    as_text = {
+        **current,
+        "eval": {k: str(v) if isinstance(v, list) else v for k, v in current.get("eval", {}).items()},
+    }
+    return stored == as_text
+
+
 def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
@@ -66,7 +78,14 @@ class StudyMeasurer:
         self._backbone = None
 
     def protocol_signature(self) -> dict[str, Any]:
-        return {"eval": dict(self.study_eval), "data": self.data_config}
+        """The protocol as it is stored in each run's measures (plain JSON values, so a stored one compares
+        equal to the same protocol read back: lists of the eval settings included)."""
+        from omegaconf import DictConfig, OmegaConf
+
+        settings = OmegaConf.to_container(self.study_eval, resolve=True)
+        if not isinstance(self.study_eval, DictConfig):
+            settings = dict(self.study_eval)
+        return json.loads(json.dumps({"eval": settings, "data": self.data_config}, default=str))
 
     def backbone(self, datamodule):
         if self._backbone is None:
@@ -89,7 +108,7 @@ class StudyMeasurer:
         run has no checkpoint to measure."""
         out_dir = job.folder / ("eval" if job.role == "main" else "anomaly")
         done = _read_json(out_dir / "metrics.json")
-        if done is not None and done.get("study_protocol") == self.protocol_signature():
+        if done is not None and same_protocol(done.get("study_protocol"), self.protocol_signature()):
             return done
         checkpoint = job.folder / "checkpoints" / "last.ckpt"
         if not checkpoint.is_file():
@@ -101,7 +120,7 @@ class StudyMeasurer:
         datamodule = datamodule_from_config((model.run_config or {}).get("data") or self.data_config)
         self.log(f"study: measuring {job.name}")
         if job.role == "main":
-            payload = self._generation(model, datamodule)
+            payload = self._generation(model, datamodule, self.settings_for(job.family))
         else:
             payload = self._anomaly(model, datamodule)
         payload["cost"] = training_cost(job, model, datamodule)
@@ -111,10 +130,21 @@ class StudyMeasurer:
         (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
         return payload
 
-    def _generation(self, model, datamodule) -> dict[str, Any]:
+    def settings_for(self, family: str):
+        """The protocol's settings for one family: the latent-path measures (path length, dead zones) only
+        for `eval.latent_families` when it names some (no claim reads the others', and for a diffusion
+        model every path point is a whole sampling chain)."""
+        from dataclasses import replace
+
+        chosen = self.study_eval.get("latent_families")
+        if chosen is None or family in chosen:
+            return self.settings
+        return replace(self.settings, ppl_pairs=0, dead_zone_paths=0)
+
+    def _generation(self, model, datamodule, settings) -> dict[str, Any]:
         from genlab.metrics.evaluate import evaluate_model
 
-        result = evaluate_model(model, datamodule, self.backbone(datamodule), self.settings, self.cache_dir)
+        result = evaluate_model(model, datamodule, self.backbone(datamodule), settings, self.cache_dir)
         details = asdict(result)
         return {
             "metrics": {k: _finite(v) for k, v in result.scalars().items()},

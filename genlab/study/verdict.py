@@ -1,5 +1,9 @@
-"""From measured runs to verdicts: per-family mean ± std over seeds, and each textbook claim judged with
-its margin in standard errors, so a difference within the seeds' noise is said to be one."""
+"""From measured runs to verdicts: per-family mean ± std over seeds, and each textbook claim judged by a
+named test from scipy.stats: Welch's t-test of the difference of the means (with its 95% confidence
+interval and Hedges' g), an F test of the ratio of the spreads for stability (Fisher's exact test when
+runs diverged), the p-values of all claims adjusted together (Benjamini–Hochberg), and the difference the
+seeds could have detected (80% power at α = 0.05). A claim resting on a run that had not converged is
+"not resolved at this budget", whatever its test says."""
 
 from __future__ import annotations
 
@@ -25,12 +29,19 @@ MEASURES: dict[str, tuple[str, str | None]] = {
     "recon_ssim": ("reconstruction SSIM (higher is better)", "higher"),
     "auroc": ("anomaly AUROC, held-out class (higher is better)", "higher"),
     "params": ("parameters", None),
-    "train_seconds": ("training wall time (s)", None),
+    "train_cpu_seconds": ("training CPU time (s, first batch to last validation)", None),
+    "train_epochs": ("validated epochs", None),
+    "train_seconds": ("training wall time (s, the whole run)", None),
     "train_images_per_s": ("training throughput (images/s)", None),
 }
 # the held-out-class runs are there for the anomaly score; their other numbers repeat the main runs'
 ANOMALY_MEASURES = ("auroc",)
-SIGNIFICANT = 2.0  # a difference counts when it is at least this many standard errors
+ALPHA = 0.05  # significance level of every test, after the Benjamini–Hochberg adjustment
+POWER = 0.8  # the power at which the detectable difference is given
+MULTIPLE = (
+    "Benjamini–Hochberg (scipy.stats.false_discovery_control): false discovery rate 5% over the tested claims"
+)
+STATUSES = ("supported", "contradicted", "within noise", "not resolved at this budget", "n/a")
 
 
 @dataclass
@@ -145,10 +156,29 @@ CLAIMS: tuple[Claim, ...] = (
 @dataclass
 class Verdict:
     claim: Claim
-    status: str  # supported | contradicted | within noise | n/a
-    margin: str  # the measured difference, in the measure's units and in standard errors
+    status: str  # one of STATUSES
+    margin: str  # the measured difference in the measure's units (with its 95% CI), or why there is none
     family_value: str
     other_value: str
+    test: str = ""  # the named test, e.g. "Welch's t-test"
+    p: float | None = None  # two-sided p-value of that test
+    p_adjusted: float | None = None  # after the Benjamini–Hochberg adjustment over all tested claims
+    favours: bool | None = None  # the observed difference points the claim's way
+    effect: str = ""  # effect size, e.g. "Hedges' g = +2.1"
+    detectable: str = ""  # the smallest difference the seeds detect with 80% power at α = 0.05
+    convergence: str = ""  # the runs' convergence, when some had not converged
+
+    def p_text(self) -> str:
+        if self.p is None:
+            return "–"
+        adjusted = f", adjusted {_p(self.p_adjusted)}" if self.p_adjusted is not None else ""
+        return f"{self.test}: p = {_p(self.p)}{adjusted}"
+
+
+def _p(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.2g}" if value >= 1e-4 else "< 0.0001"
 
 
 @dataclass
@@ -190,8 +220,74 @@ def build_table(records: list[dict[str, Any]], families: list[str]) -> StudyTabl
     return table
 
 
+def detectable_effect(n1: int, n2: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """The smallest standardised difference (Cohen's d) a two-sided two-sample t-test on n1 and n2 values
+    detects with `power` at level `alpha`: the noncentral t distribution (scipy.stats.nct)."""
+    from scipy import optimize, stats
+
+    df = n1 + n2 - 2
+    if n1 < 2 or n2 < 2 or df < 1:
+        return None
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    scale = math.sqrt(n1 * n2 / (n1 + n2))
+
+    def shortfall(d: float) -> float:
+        nc = d * scale
+        return stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc) - power
+
+    high = 1.0
+    while shortfall(high) < 0:  # widen the bracket (scipy's nct is NaN far out in its tail)
+        high *= 2
+    return float(optimize.brentq(shortfall, 1e-6, high))
+
+
+def detectable_spread_ratio(n1: int, n2: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """The smallest ratio of two standard deviations a two-sided F test on n1 and n2 values detects with
+    `power` at level `alpha` (the variance ratio scales the F distribution)."""
+    from scipy import optimize, stats
+
+    if n1 < 2 or n2 < 2:
+        return None
+    df1, df2 = n2 - 1, n1 - 1
+    high, low = stats.f.ppf(1 - alpha / 2, df1, df2), stats.f.ppf(alpha / 2, df1, df2)
+
+    def shortfall(ratio: float) -> float:
+        r2 = ratio * ratio
+        return stats.f.sf(high / r2, df1, df2) + stats.f.cdf(low / r2, df1, df2) - power
+
+    top = 2.0
+    while shortfall(top) < 0:
+        top *= 2
+    return float(optimize.brentq(shortfall, 1.0 + 1e-9, top))
+
+
+def hedges_g(a: list[float], b: list[float]) -> float | None:
+    """(mean a − mean b) / pooled standard deviation, with Hedges' small-sample correction."""
+    n1, n2 = len(a), len(b)
+    pooled = _pooled_sd(a, b)
+    if not pooled:
+        return None
+    correction = 1 - 3 / (4 * (n1 + n2) - 9)
+    return correction * (statistics.fmean(a) - statistics.fmean(b)) / pooled
+
+
+def _pooled_sd(a: list[float], b: list[float]) -> float | None:
+    n1, n2 = len(a), len(b)
+    if n1 < 2 or n2 < 2:
+        return None
+    return math.sqrt(((n1 - 1) * statistics.variance(a) + (n2 - 1) * statistics.variance(b)) / (n1 + n2 - 2))
+
+
+def status_of(p: float | None, favours: bool | None, alpha: float = ALPHA) -> str:
+    if p is None or favours is None or not math.isfinite(p):
+        return "n/a"
+    if p >= alpha:
+        return "within noise"
+    return "supported" if favours else "contradicted"
+
+
 def judge(claim: Claim, table: StudyTable) -> Verdict:
-    """Whether the runs support the claim, with the margin, or say it is within the seeds' noise."""
+    """The claim judged on its own (p not yet adjusted for the other claims: see `verdicts`)."""
     summaries = table.summaries.get(f"{claim.role}/{claim.measure}", {})
     mine, theirs = summaries.get(claim.family), summaries.get(claim.other)
     if claim.family not in table.families or claim.other not in table.families:
@@ -201,18 +297,39 @@ def judge(claim: Claim, table: StudyTable) -> Verdict:
         return Verdict(claim, "n/a", f"{claim.measure} was not measured for both families", "–", "–")
     if claim.spread:
         return _judge_spread(claim, mine, theirs, table)
+    from scipy import stats
+
+    values = (mine.text(), theirs.text())
+    if mine.n < 2 or theirs.n < 2:
+        margin = f"{_difference_text(claim, mine, theirs)} (a test needs at least 2 seeds per family)"
+        return Verdict(claim, "n/a", margin, *values)
     sign = 1.0 if claim.better == "higher" else -1.0
-    # the claim holds when sign * (mine - factor * theirs) > 0
-    difference = sign * (mine.mean - claim.factor * theirs.mean)
-    if mine.std is None or theirs.std is None:
-        status = "supported" if difference > 0 else "contradicted"
-        margin = f"{_difference_text(claim, mine, theirs)} (one seed: no error bar)"
-        return Verdict(claim, status, margin, mine.text(), theirs.text())
-    error = math.sqrt(mine.std**2 / mine.n + (claim.factor * theirs.std) ** 2 / theirs.n)
-    z = difference / error if error > 0 else math.copysign(math.inf, difference) if difference else 0.0
-    status = "supported" if z >= SIGNIFICANT else "contradicted" if z <= -SIGNIFICANT else "within noise"
-    margin = f"{_difference_text(claim, mine, theirs)} ({z:+.1f} standard errors in the claim's favour)"
-    return Verdict(claim, status, margin, mine.text(), theirs.text())
+    a, b = mine.values, [claim.factor * v for v in theirs.values]
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    favours = sign * difference > 0
+    pooled = _pooled_sd(a, b)
+    d_min = detectable_effect(len(a), len(b))
+    detectable = f"|difference| ≥ {d_min * pooled:.2g} (d = {d_min:.1f})" if d_min and pooled else ""
+    if not pooled:
+        same = difference == 0
+        margin = f"{_difference_text(claim, mine, theirs)} (no spread within either family: no test)"
+        return Verdict(claim, "within noise" if same else "n/a", margin, *values, favours=favours)
+    result = stats.ttest_ind(a, b, equal_var=False)
+    low, high = result.confidence_interval(1 - ALPHA)
+    g = hedges_g(a, b)
+    margin = f"{_difference_text(claim, mine, theirs)} (95% CI {low:+.3g} … {high:+.3g})"
+    p = float(result.pvalue)
+    return Verdict(
+        claim,
+        status_of(p, favours),
+        margin,
+        *values,
+        test="Welch's t-test",
+        p=p,
+        favours=favours,
+        effect=f"Hedges' g = {sign * g:+.2g} (positive: the claim's way)" if g is not None else "",
+        detectable=detectable,
+    )
 
 
 def _difference_text(claim: Claim, mine: Summary, theirs: Summary) -> str:
@@ -222,30 +339,149 @@ def _difference_text(claim: Claim, mine: Summary, theirs: Summary) -> str:
 
 
 def _judge_spread(claim: Claim, mine: Summary, theirs: Summary, table: StudyTable) -> Verdict:
-    """Stability: a smaller spread across seeds and no more diverged runs. The log of a ratio of two
-    standard deviations from n_a and n_b seeds has a standard error of about
-    sqrt(1/(2(n_a-1)) + 1/(2(n_b-1)))."""
-    diverged_mine = table.counts[claim.family]["diverged"]
-    diverged_theirs = table.counts[claim.other]["diverged"]
+    """Stability: fewer diverged runs (Fisher's exact test), else a smaller spread across seeds (two-sided
+    F test of the ratio of the variances)."""
+    from scipy import stats
+
+    counts_mine, counts_theirs = table.counts[claim.family], table.counts[claim.other]
+    diverged_mine, diverged_theirs = counts_mine["diverged"], counts_theirs["diverged"]
     values = f"spread {mine.std:.3g}, {diverged_mine} diverged" if mine.std is not None else "1 seed"
     other_values = (
         f"spread {theirs.std:.3g}, {diverged_theirs} diverged" if theirs.std is not None else "1 seed"
     )
+    if diverged_mine or diverged_theirs:
+        runs_mine, runs_theirs = counts_mine["runs"], counts_theirs["runs"]
+        _, p = stats.fisher_exact(
+            [[diverged_mine, runs_mine - diverged_mine], [diverged_theirs, runs_theirs - diverged_theirs]]
+        )
+        favours = diverged_mine < diverged_theirs if diverged_mine != diverged_theirs else None
+        margin = f"{diverged_mine} of {runs_mine} vs {diverged_theirs} of {runs_theirs} runs diverged"
+        status = status_of(float(p), favours) if favours is not None else "within noise"
+        return Verdict(
+            claim,
+            status,
+            margin,
+            values,
+            other_values,
+            test="Fisher's exact test",
+            p=float(p),
+            favours=favours,
+        )
     if mine.std is None or theirs.std is None:
         return Verdict(claim, "n/a", "needs at least 2 seeds per family", values, other_values)
-    if diverged_mine != diverged_theirs:
-        status = "supported" if diverged_mine < diverged_theirs else "contradicted"
-        margin = f"{diverged_mine} vs {diverged_theirs} diverged runs"
-        return Verdict(claim, status, margin, values, other_values)
     if mine.std == 0 or theirs.std == 0:
         return Verdict(claim, "within noise", "a spread of 0 cannot be compared", values, other_values)
-    log_ratio = math.log(theirs.std / mine.std)
-    error = math.sqrt(1 / (2 * (mine.n - 1)) + 1 / (2 * (theirs.n - 1)))
-    z = log_ratio / error
-    status = "supported" if z >= SIGNIFICANT else "contradicted" if z <= -SIGNIFICANT else "within noise"
-    margin = f"spread ratio {theirs.std / mine.std:.2g}x ({z:+.1f} standard errors of the log ratio)"
-    return Verdict(claim, status, margin, values, other_values)
+    ratio = theirs.std / mine.std  # > 1: the claimed-stabler family has the smaller spread
+    f = ratio * ratio
+    df1, df2 = theirs.n - 1, mine.n - 1
+    p = min(1.0, 2 * min(float(stats.f.sf(f, df1, df2)), float(stats.f.cdf(f, df1, df2))))
+    r_min = detectable_spread_ratio(mine.n, theirs.n)
+    return Verdict(
+        claim,
+        status_of(p, ratio > 1),
+        f"spread ratio {claim.other}/{claim.family} = {ratio:.2g}",
+        values,
+        other_values,
+        test="F test of equal variances",
+        p=p,
+        favours=ratio > 1,
+        effect=f"SD ratio {ratio:.2g}",
+        detectable=f"an SD ratio ≥ {r_min:.3g} (or ≤ 1/{r_min:.3g})" if r_min else "",
+    )
 
 
-def verdicts(table: StudyTable) -> list[Verdict]:
-    return [judge(claim, table) for claim in CLAIMS]
+def verdicts(table: StudyTable, unconverged: dict[tuple[str, str], str] | None = None) -> list[Verdict]:
+    """Every claim judged; the p-values of the tested claims adjusted together (Benjamini–Hochberg), the
+    status set from the adjusted ones; a claim whose families (in its role) have a run that had not
+    converged (`unconverged`: (role, family) -> what did not) is "not resolved at this budget"."""
+    from scipy import stats
+
+    judged = [judge(claim, table) for claim in CLAIMS]
+    tested = [v for v in judged if v.p is not None and math.isfinite(v.p)]
+    if tested:
+        adjusted = stats.false_discovery_control([v.p for v in tested], method="bh")
+        for verdict, p in zip(tested, adjusted, strict=True):
+            verdict.p_adjusted = float(p)
+            if verdict.favours is not None:
+                verdict.status = status_of(verdict.p_adjusted, verdict.favours)
+    for verdict in judged:
+        claim = verdict.claim
+        reasons = [
+            (unconverged or {}).get((claim.role, family))
+            for family in (claim.family, claim.other)
+            if (unconverged or {}).get((claim.role, family))
+        ]
+        if reasons and verdict.status != "n/a":
+            verdict.convergence = "; ".join(reasons)
+            verdict.status = "not resolved at this budget"
+    return judged
+
+
+def tested_count(judged: list[Verdict]) -> int:
+    return sum(v.p_adjusted is not None for v in judged)
+
+
+# the textbook story, line by line, and the claims each line rests on (by claim text)
+STORY: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("GANs give sharper samples than VAEs", ("GAN samples are sharper than VAE samples",)),
+    (
+        "VAEs have smoother latent spaces than GANs",
+        (
+            "a VAE's latent space is smoother than a GAN's",
+            "a GAN's latent space has more dead zones than a VAE's",
+        ),
+    ),
+    (
+        "VAEs train more stably than GANs",
+        ("the VAE trains more stably than the GAN (FID spread over seeds)",),
+    ),
+    (
+        "the VAE-GAN gets both: a GAN's sharpness with a VAE's smooth latent space and reconstructions",
+        (
+            "VAE-GAN samples are sharper than VAE samples",
+            "the VAE-GAN's latent space is smoother than the GAN's",
+            "the VAE-GAN reconstructs within 1.5x the VAE's error",
+        ),
+    ),
+    ("VAEs are better anomaly detectors than GANs", ("a VAE detects a held-out class better than a GAN",)),
+    (
+        "diffusion models give the most realistic samples",
+        ("diffusion samples are more realistic than GAN samples",),
+    ),
+)
+
+
+@dataclass
+class StoryLine:
+    text: str
+    status: str  # supported | contradicted | not resolved at this budget | within noise | partly supported |
+    # mixed | n/a
+    claims: list[Verdict]
+
+    def detail(self) -> str:
+        return "; ".join(f"{v.claim.text}: {v.status}" for v in self.claims)
+
+
+def story(judged: list[Verdict]) -> list[StoryLine]:
+    """Each line of the textbook story with one verdict from its claims': all supported (or all
+    contradicted) settles it; a claim not resolved at this budget leaves it unresolved; some supported and
+    the rest within noise is partly supported; otherwise it is within noise (all within noise) or mixed."""
+    by_text = {v.claim.text: v for v in judged}
+    lines = []
+    for text, claim_texts in STORY:
+        claims = [by_text[c] for c in claim_texts if c in by_text]
+        statuses = {v.status for v in claims} - {"n/a"}
+        if not statuses:
+            status = "n/a"
+        elif len(statuses) == 1:
+            status = statuses.pop()
+        elif "not resolved at this budget" in statuses:
+            status = "not resolved at this budget"
+        elif statuses == {"supported", "within noise"}:
+            status = "partly supported"
+        elif statuses == {"contradicted", "within noise"}:
+            status = "partly contradicted"
+        else:
+            status = "mixed"
+        lines.append(StoryLine(text, status, claims))
+    return lines
