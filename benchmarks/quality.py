@@ -93,11 +93,16 @@ def genlab_run(
         f"hydra.run.dir={run / 'eval'}",
         *extra_eval,
     ]
-    eval_wall, _, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
+    eval_wall, eval_cpu, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
     scored = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
+    config = trained.get("config") or {}
     return {
         "family": family,
         "seed": seed,
+        # what the run trained with (trainer.precision/speed.channels_last `auto` resolved by genlab train)
+        "precision": (config.get("trainer") or {}).get("precision"),
+        "channels_last": (config.get("speed") or {}).get("channels_last"),
+        "eval_cpu_s": eval_cpu,
         "fid": scored["fid"],
         "kid": scored.get("kid"),
         "recon_mse": scored.get("recon_mse"),
@@ -394,6 +399,10 @@ def main(argv: list[str] | None = None) -> None:
         "--work-dir", type=Path, default=None, help="keep runs here; finished ones are reused"
     )
     parser.add_argument("--eval-override", action="append", default=[], help="extra `genlab eval` override")
+    parser.add_argument("--train-override", action="append", default=[], help="extra `genlab train` override")
+    parser.add_argument(
+        "--name", default="quality", help="result file benchmarks/results/<name>.json (e.g. quality_fp32)"
+    )
     parser.add_argument(
         "--prior-ablation",
         default=None,
@@ -409,6 +418,7 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs,
         args.n,
         args.backbone,
+        extra_train=args.train_override,
         extra_eval=args.eval_override,
         work_dir=args.work_dir,
         prior_ablation=(
@@ -422,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
             else tuple(int(s) for s in args.prior_ablation_seeds.split(","))
         ),
     )
-    path = write_result("quality", result, *([args.results_dir] if args.results_dir else []))
+    path = write_result(args.name, result, *([args.results_dir] if args.results_dir else []))
     print(result["table"])
     print(f"written: {path}")
 
