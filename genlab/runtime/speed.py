@@ -33,7 +33,7 @@ SPEED_KEYS = ("channels_last", "compile", "reuse_memory")
 AUTO = "auto"
 # Families whose sample quality on the MNIST protocol (benchmarks/quality.py: 10 epochs, FID@1k Inception,
 # test MSE, seeds 0, 1, 2) stayed within seed noise of fp32 when trained with bf16-mixed and channels-last:
-# benchmarks/results/quality_bf16.json beside quality.json, summarised in RESULTS.md ("Speed defaults").
+# benchmarks/results/quality.json (the shipped defaults) against quality_fp32.json, seed by seed (RESULTS.md).
 # Diffusion and flow were not verified (a 3-seed protocol of theirs costs ~40 CPU-minutes each): fp32 under
 # `auto`. A family added here needs the same evidence.
 VERIFIED_FAMILIES = frozenset({"vae", "gan", "vaegan"})
@@ -84,16 +84,21 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def xla_installed() -> bool:
+    """torch_xla is importable (Lightning's `auto` then looks for TPUs first)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch_xla") is not None
+
+
 def training_device(accelerator: Any) -> str:
     """The device type Lightning trains on for `trainer.accelerator` (`auto` in its order: TPU, MPS, CUDA,
     CPU)."""
-    import importlib.util
-
     import torch
 
     name = str(accelerator).lower() if isinstance(accelerator, str) else "other"
     if name == "auto":
-        if importlib.util.find_spec("torch_xla") is not None:
+        if xla_installed():
             return "tpu"
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
