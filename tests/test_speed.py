@@ -367,3 +367,15 @@ def test_inception_features_are_float32_and_unchanged_under_autocast():
     for way, features in under.items():
         assert features.dtype == torch.float32, way
         torch.testing.assert_close(features, plain[way], rtol=0, atol=0, msg=way)
+
+
+def test_train_refuses_a_channels_last_value_that_is_not_true_false_or_auto(tmp_path, capsys):
+    from tests.conftest import genlab_main
+
+    genlab_main(
+        "train", "model=vae", "trainer=smoke", "logger=none", "speed.channels_last=fast",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}", expect=2,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert "genlab: error: speed.channels_last='fast' must be true, false or auto." in err
+    assert "Traceback" not in err

@@ -1,7 +1,7 @@
-"""Trainer-level speed options, `speed.*` in conf/train.yaml (mixed precision is Lightning's own
-`trainer.precision`). What each one measured on CPU is in benchmarks/results/speed_options.json and
-throughput.json; channels-last and compile are off by default (channels-last paid 1.09-1.15x for the VAE and
-GAN but is unmeasured for diffusion and flow; compile was slower on CPU), reuse_memory is on.
+"""Trainer-level speed options, `speed.*` in conf/train.yaml, and what `auto` resolves to (mixed precision
+is Lightning's own `trainer.precision`). What each one measured on CPU is in
+benchmarks/results/speed_options.json and throughput.json; reuse_memory is on, channels-last goes with the
+automatic mixed precision (`auto`), compile is off (slower on CPU).
 
 - `speed.reuse_memory`: keep memory the process frees for its next allocation instead of handing it back to
   the kernel. glibc's malloc serves large blocks (a batch's activations, their gradients) with fresh mmap
