@@ -437,8 +437,23 @@ def run_side(side: str, model, loader, cfg, warmup: int) -> dict[str, float]:
     if side == "genlab":
         return genlab_epoch(model, loader, cfg, warmup)
     model.train()
-    with hand_precision(cfg.trainer.precision):
-        return HAND_LOOPS[model.family](model, loader, as_list(model.configure_optimizers()), warmup)
+    optimizers = as_list(model.configure_optimizers())
+    return HAND_LOOPS[model.family](model, StepContext(loader, cfg.trainer.precision), optimizers, warmup)
+
+
+class StepContext:
+    """A loader whose batches are each processed inside a fresh `hand_precision` context, as Lightning
+    enters autocast anew for every training step. One context around a whole epoch would be wrong as well
+    as unfair: autocast caches its bfloat16 copies of the weights until the context exits, so later steps
+    would compute with the first step's weights and skip the casts a correct step pays."""
+
+    def __init__(self, loader, precision) -> None:
+        self.loader, self.precision, self.batch_size = loader, precision, loader.batch_size
+
+    def __iter__(self):
+        for batch in self.loader:
+            with hand_precision(self.precision):  # entered before the loop body, exited when it asks again
+                yield batch
 
 
 def plain_worker(
