@@ -93,11 +93,16 @@ def genlab_run(
         f"hydra.run.dir={run / 'eval'}",
         *extra_eval,
     ]
-    eval_wall, _, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
+    eval_wall, eval_cpu, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
     scored = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
+    config = trained.get("config") or {}
     return {
         "family": family,
         "seed": seed,
+        # what the run trained with (trainer.precision/speed.channels_last `auto` resolved by genlab train)
+        "precision": (config.get("trainer") or {}).get("precision"),
+        "channels_last": (config.get("speed") or {}).get("channels_last"),
+        "eval_cpu_s": eval_cpu,
         "fid": scored["fid"],
         "kid": scored.get("kid"),
         "recon_mse": scored.get("recon_mse"),
@@ -230,6 +235,92 @@ def verdicts(summary: dict) -> dict:
     return out
 
 
+def within_noise(ours: list[float], ref: list[float]) -> dict:
+    """Is the mean of `ours` within seed noise of the mean of `ref`? The difference of the means against
+    twice its standard error sqrt(s1²/n1 + s2²/n2) (each side's sample std over its seeds), and Welch's
+    t-test p-value beside it: with 3 seeds a side the test only catches differences of a few seed stds,
+    which is why the standard errors are reported too."""
+    from scipy import stats
+
+    mean, ref_mean = statistics.fmean(ours), statistics.fmean(ref)
+    se = (statistics.variance(ours) / len(ours) + statistics.variance(ref) / len(ref)) ** 0.5
+    p = float(stats.ttest_ind(ours, ref, equal_var=False).pvalue) if se > 0 else 1.0
+    return {
+        "mean": mean,
+        "reference_mean": ref_mean,
+        "difference": mean - ref_mean,
+        "standard_error": se,
+        "welch_p": p,
+        "within_noise": abs(mean - ref_mean) <= 2 * se,
+    }
+
+
+def versus(check: dict | None, digits: int) -> str:
+    """'mean vs reference mean (Δ ± SE, Welch p)' of a within_noise result."""
+    if check is None:
+        return "–"
+    d = digits
+    return (
+        f"{check['mean']:.{d}f} vs {check['reference_mean']:.{d}f} (Δ {check['difference']:+.{d}f} "
+        f"± {check['standard_error']:.{d}f}, p {check['welch_p']:.2f})"
+    )
+
+
+def compare_to_reference(runs: list[dict], reference: dict, families: tuple[str, ...]) -> tuple[dict, str]:
+    """Each family's FID, test MSE and confident fraction against the reference result's runs (e.g. the
+    fp32 rows, benchmarks/results/quality_fp32.json) of the same seeds: the speed defaults' quality check."""
+    out, rows = {}, []
+    for family in families:
+        mine = {r["seed"]: r for r in runs if r["family"] == family}
+        theirs = {r["seed"]: r for r in reference["runs"] if r["family"] == family}
+        seeds = sorted(set(mine) & set(theirs))
+        if len(seeds) < 2:
+            continue
+        checks = {
+            key: within_noise([mine[s][key] for s in seeds], [theirs[s][key] for s in seeds])
+            for key in ("fid", "recon_mse", "confident_fraction")
+            if all(mine[s].get(key) is not None and theirs[s].get(key) is not None for s in seeds)
+        }
+        cpu = statistics.fmean(theirs[s]["train_cpu_s"] for s in seeds) / statistics.fmean(
+            mine[s]["train_cpu_s"] for s in seeds
+        )
+        settings = sorted(
+            {f"{mine[s].get('precision')}, channels_last={mine[s].get('channels_last')}" for s in seeds}
+        )
+        out[family] = {"seeds": seeds, "settings": settings, "train_cpu_speedup": cpu, **checks}
+        verdict = all(c["within_noise"] for k, c in checks.items() if k in ("fid", "recon_mse"))
+        out[family]["no_loss"] = verdict
+
+        rows.append(
+            [
+                family,
+                "; ".join(settings),
+                " / ".join(f"{mine[s]['fid']:.1f}" for s in seeds),
+                " / ".join(f"{theirs[s]['fid']:.1f}" for s in seeds),
+                versus(checks.get("fid"), 1),
+                versus(checks.get("recon_mse"), 4),
+                versus(checks.get("confident_fraction"), 3),
+                f"{cpu:.2f}x",
+                "yes" if verdict else "NO",
+            ]
+        )
+    table = markdown_table(
+        [
+            "family",
+            "trained with",
+            "FID per seed",
+            "reference FID per seed",
+            "FID mean vs reference (Δ ± SE, Welch p)",
+            "test MSE/pixel vs reference",
+            "confident fraction vs reference",
+            "train CPU speed-up",
+            "within seed noise (FID and MSE: Δ within ±2 SE)",
+        ],
+        rows,
+    )
+    return out, table
+
+
 def benchmark(
     seeds: tuple[int, ...] = (0, 1, 2),
     families: tuple[str, ...] = FAMILIES,
@@ -245,7 +336,10 @@ def benchmark(
     work_dir: Path | None = None,
     prior_ablation: tuple[str, ...] | None = None,
     prior_seeds: tuple[int, ...] | None = None,
+    reference: Path | None = None,
 ) -> dict:
+    """`reference`: a result file of the same protocol (e.g. quality_fp32.json) the families are compared
+    with, seed by seed (compare_to_reference)."""
     # by default the families with a fitted mixture (sample_prior auto = gmm) are also scored with N(0, I)
     # samples of the same checkpoint, on the first seed
     if prior_ablation is None:
@@ -348,8 +442,18 @@ def benchmark(
             for f in families
             if f in summary
         ]
+    comparison, comparison_table = None, ""
+    if reference is not None:
+        ref = json.loads(Path(reference).read_text())
+        comparison, comparison_table = compare_to_reference(runs, ref, families)
+        ref_env = ref.get("environment", {})
+        comparison_table = (
+            f"\n\nAgainst the reference {Path(reference).name} (measured {ref_env.get('date_utc')}, genlab "
+            f"{ref_env.get('git_commit')}), same protocol and seeds:\n\n" + comparison_table
+        )
     return {
         "target": TARGETS,
+        **({"reference": str(Path(reference).name), "comparison": comparison} if reference else {}),
         "settings": {
             "seeds": list(seeds),
             "families": list(families),
@@ -377,7 +481,8 @@ def benchmark(
             ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in passed.items())
             or "none (a family is missing)"
         )
-        + (". FID ratios: " + "; ".join(ratios) if ratios else ""),
+        + (". FID ratios: " + "; ".join(ratios) if ratios else "")
+        + comparison_table,
     }
 
 
@@ -394,6 +499,17 @@ def main(argv: list[str] | None = None) -> None:
         "--work-dir", type=Path, default=None, help="keep runs here; finished ones are reused"
     )
     parser.add_argument("--eval-override", action="append", default=[], help="extra `genlab eval` override")
+    parser.add_argument("--train-override", action="append", default=[], help="extra `genlab train` override")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="a result file of the same protocol to compare with seed by seed (e.g. "
+        "benchmarks/results/quality_fp32.json)",
+    )
+    parser.add_argument(
+        "--name", default="quality", help="result file benchmarks/results/<name>.json (e.g. quality_fp32)"
+    )
     parser.add_argument(
         "--prior-ablation",
         default=None,
@@ -409,8 +525,10 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs,
         args.n,
         args.backbone,
+        extra_train=args.train_override,
         extra_eval=args.eval_override,
         work_dir=args.work_dir,
+        reference=args.reference,
         prior_ablation=(
             None
             if args.prior_ablation is None
@@ -422,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
             else tuple(int(s) for s in args.prior_ablation_seeds.split(","))
         ),
     )
-    path = write_result("quality", result, *([args.results_dir] if args.results_dir else []))
+    path = write_result(args.name, result, *([args.results_dir] if args.results_dir else []))
     print(result["table"])
     print(f"written: {path}")
 

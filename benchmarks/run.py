@@ -22,8 +22,11 @@ TITLES = {
     "eval_throughput": "Evaluation throughput: genlab's FID path vs torchmetrics' FrechetInceptionDistance",
     "quality": "Quality on the MNIST protocol (10 epochs, FID@1k Inception) beside a hand-written DCGAN",
     "sampling": "Diffusion sampling time per 1,000 images: DDPM (all T steps) vs DDIM (few steps)",
-    "speed_options": "Speed options on CPU: channels-last, torch.compile, bf16-mixed vs the default",
+    "speed_options": "Speed options on CPU: channels-last, torch.compile, bf16-mixed vs fp32",
 }
+
+
+SPEED_VARIANTS = ("fp32", "channels_last", "compile", "bf16-mixed", "bf16-mixed+channels_last")
 
 
 def run_one(name: str, args: argparse.Namespace) -> dict:
@@ -78,10 +81,19 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 
         if tiny:
             return speed_options.benchmark(
-                ("vae",), ("default", "channels_last"), rounds=1, steps=3, warmup=1, batch_size=8
+                ("vae",), ("fp32", "bf16-mixed+channels_last"), rounds=1, steps=3, warmup=1, batch_size=8
             )
-        return speed_options.benchmark(tuple(args.speed_families.split(",")))
+        return speed_options.benchmark(
+            tuple(args.speed_families.split(",")), tuple(args.speed_variants.split(","))
+        )
     raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+
+
+# result files written by hand-run protocols, shown after the benchmark they are the reference of
+REFERENCES = {"quality": ("quality_fp32",)}
+TITLES["quality_fp32"] = (
+    "Quality on the MNIST protocol at fp32 (32-true, NCHW): the reference of the speed defaults"
+)
 
 
 def results_markdown(results_dir: Path = RESULTS_DIR) -> str:
@@ -93,7 +105,7 @@ def results_markdown(results_dir: Path = RESULTS_DIR) -> str:
         "measured in the same run on the same machine; absolute times drift between machines and runs.",
         "",
     ]
-    for name in BENCHMARKS:
+    for name in [n for b in BENCHMARKS for n in (b, *REFERENCES.get(b, ()))]:
         path = results_dir / f"{name}.json"
         if not path.is_file():
             continue
@@ -148,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     # sampling
     parser.add_argument("--ddim-steps", default="10,20,50,100", help="sampling: DDIM step counts")
     # speed options (torch.compile costs minutes per family on CPU)
-    parser.add_argument("--speed-families", default="vae,gan")
+    parser.add_argument("--speed-families", default="vae,gan,vaegan")
+    parser.add_argument("--speed-variants", default=",".join(SPEED_VARIANTS))
     # quality
     parser.add_argument("--seeds", default="0,1,2", help="quality: seeds (MNIST protocol of issue 12)")
     parser.add_argument("--quality-families", default="gan,vae,vaegan")

@@ -22,6 +22,20 @@ How it is measured:
   per-round ratios, with min–max and the 1-minute load average during the rounds;
 - images per wall second and per CPU second (this process): on a loaded machine the wall clock also counts
   waiting for a core, the CPU clock only the work done;
+- genlab runs with its defaults as `genlab train` resolves them (trainer.precision and speed.channels_last
+  `auto`: bf16-mixed and channels-last on a CPU with bfloat16 instructions for the verified families,
+  genlab/runtime/speed.py); the same-settings hand loop gets the same model (so the same memory layout) and
+  the same autocast around its steps, so the ratio against it still measures the loops alone;
+- a second baseline, the plain loop a user writes without any of these options: the same hand-written loop
+  in float32, contiguous weights, glibc's default malloc, in a fresh process per round (the malloc setting
+  is process-wide), starting from the same weights and seed as the in-process sides of that round; genlab
+  with its defaults against it is what choosing genlab buys (target >= 1.3x);
+- distance to the limit: the FLOPs of one training step per image (forward + backward: matmuls and
+  convolutions counted by torch.utils.flop_counter.FlopCounterMode over a few steps of the fp32 hand loop)
+  times genlab's images per second, against the peak of a large matmul at the same precision timed in the
+  same run (float32, and bfloat16 where genlab trains at bf16); for FID extraction, Inception images per
+  second against its FLOP-bound limit (fp32 peak / Inception FLOPs per image); where the time of the two
+  slowest families goes: torch.profiler over a few genlab steps, operators by self CPU time;
 - peak memory: each side once more in its own fresh process (`python -m benchmarks.throughput --worker`):
   the kernel's peak resident set size (VmHWM, reset through /proc/self/clear_refs just before training, so
   set-up peaks such as reading MNIST do not mask it) of the whole process (Python, torch, Lightning, data,
@@ -54,6 +68,9 @@ from benchmarks.common import (
 
 FAMILIES = ("vae", "gan", "vaegan", "diffusion", "flow")
 TARGET = 0.95
+TARGET_PLAIN = 1.3  # genlab with its defaults / the plain fp32 hand loop
+# the plain loop's settings: what a user's loop has without genlab's speed options
+PLAIN_OVERRIDES = ["trainer.precision=32-true", "speed.channels_last=false", "speed.reuse_memory=false"]
 
 
 # -- the shared ingredients ----------------------------------------------------------------------------
@@ -389,13 +406,29 @@ def setup(family: str, steps: int, batch_size: int, tmp: str, overrides: list[st
     images, labels, source = data_tensors(steps * batch_size)
     from hydra.utils import instantiate
 
-    from genlab.runtime.speed import apply_speed_options
+    from genlab.runtime.speed import apply_speed_options, resolve_run_speed
 
     model = instantiate(cfg.model)
-    # what `genlab train` applies before fitting (speed.reuse_memory tunes the process's malloc: both sides
-    # run in this process, so the hand loop gets it too and the ratio measures the loops alone)
+    # what `genlab train` does before fitting: `auto` resolved (cfg.trainer.precision, speed.channels_last),
+    # the options applied (speed.reuse_memory tunes the process's malloc: both sides run in this process, so
+    # the hand loop gets it too, as it gets the channels-last model, and the ratio measures the loops alone)
+    resolve_run_speed(cfg, model.family)
     apply_speed_options(model, cfg.get("speed"))
     return cfg, model, make_loader(images, labels, batch_size), source
+
+
+def hand_precision(precision):
+    """The autocast a hand-written loop runs its steps in for a Lightning precision (as Lightning's
+    bf16-mixed on CPU: torch.autocast over the training step); a no-op context for 32-true."""
+    import contextlib
+
+    import torch
+
+    if str(precision).startswith("bf16"):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if str(precision).startswith("16"):
+        return torch.autocast("cpu", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def run_side(side: str, model, loader, cfg, warmup: int) -> dict[str, float]:
@@ -404,7 +437,59 @@ def run_side(side: str, model, loader, cfg, warmup: int) -> dict[str, float]:
     if side == "genlab":
         return genlab_epoch(model, loader, cfg, warmup)
     model.train()
-    return HAND_LOOPS[model.family](model, loader, as_list(model.configure_optimizers()), warmup)
+    optimizers = as_list(model.configure_optimizers())
+    return HAND_LOOPS[model.family](model, StepContext(loader, cfg.trainer.precision), optimizers, warmup)
+
+
+class StepContext:
+    """A loader whose batches are each processed inside a fresh `hand_precision` context, as Lightning
+    enters autocast anew for every training step. One context around a whole epoch would be wrong as well
+    as unfair: autocast caches its bfloat16 copies of the weights until the context exits, so later steps
+    would compute with the first step's weights and skip the casts a correct step pays."""
+
+    def __init__(self, loader, precision) -> None:
+        self.loader, self.precision, self.batch_size = loader, precision, loader.batch_size
+
+    def __iter__(self):
+        for batch in self.loader:
+            with hand_precision(self.precision):  # entered before the loop body, exited when it asks again
+                yield batch
+
+
+def plain_worker(
+    family: str, state_path: str, seed: int, steps: int, warmup: int, batch_size: int, overrides: list[str]
+) -> dict:
+    """The plain baseline in this fresh process: the hand loop at float32, contiguous, default malloc; one
+    untimed epoch (first-touch allocations, as the in-process sides had), then from the round's weights and
+    seed the timed one."""
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, model, loader, _ = setup(family, steps, batch_size, tmp, [*overrides, *PLAIN_OVERRIDES])
+        run_side("hand", model, loader, cfg, warmup)
+        model.load_state_dict(torch.load(state_path, weights_only=True))
+        torch.manual_seed(seed)
+        speed = run_side("hand", model, loader, cfg, warmup)
+    return {"wall": speed["wall"], "cpu": speed["cpu"], "precision": str(cfg.trainer.precision)}
+
+
+def plain_round(family: str, state_path: str, seed: int, steps: int, warmup: int, batch_size: int, overrides):
+    import torch
+
+    return run_json_child(
+        [
+            "benchmarks.throughput",
+            "--plain",
+            family,
+            state_path,
+            f"--seed={seed}",
+            f"--steps={steps}",
+            f"--warmup={warmup}",
+            f"--batch-size={batch_size}",
+            f"--threads={torch.get_num_threads()}",
+            *[f"--override={o}" for o in overrides or []],
+        ]
+    )
 
 
 def framework_profile(model, loader, cfg, warmup: int, top: int = 30) -> list[dict]:
@@ -442,9 +527,12 @@ def interleaved(
     batch_size: int,
     profile_below: float | None = None,
     overrides: list[str] | None = None,
+    plain: bool = True,
 ) -> dict:
-    """A/B, B/A, ... rounds in this process; per-round images/second of both sides. When the median ratio
-    falls below `profile_below`, one more genlab epoch runs under cProfile."""
+    """Rounds in this process of genlab and the same-settings hand loop (A/B, B/A, ...), each round also
+    timing the plain fp32 hand loop in a fresh process (`plain=False`: not); per-round images/second of
+    every side. When the median genlab/hand ratio falls below `profile_below`, one more genlab epoch runs
+    under cProfile."""
     import copy
 
     import torch
@@ -454,10 +542,14 @@ def interleaved(
         run_side("hand", model, loader, cfg, warmup)  # untimed: first-touch allocations of both
         run_side("genlab", model, loader, cfg, warmup)
         start_state = copy.deepcopy(model.state_dict())
+        state_path = str(Path(tmp) / "start_state.pt")
+        torch.save(start_state, state_path)
 
         def paired(side: str, r: int) -> dict[str, float]:
-            # both sides of a round start from the same weights and random stream, so they do the same
+            # every side of a round starts from the same weights and random stream, so they do the same
             # work (e.g. the VAE-GAN's equilibrium gates skip the same updates) and only the loop differs
+            if side == "plain":
+                return plain_round(family, state_path, 1000 + r, steps, warmup, batch_size, overrides)
             model.load_state_dict(start_state)
             torch.manual_seed(1000 + r)
             return run_side(side, model, loader, cfg, warmup)
@@ -465,24 +557,137 @@ def interleaved(
         per_round = []
         for r in range(rounds):
             order = ("genlab", "hand") if r % 2 == 0 else ("hand", "genlab")
+            if plain:  # the fresh process between the two in-process sides, or first/last in turn
+                order = [("plain", *order), (order[0], "plain", order[1]), (*order, "plain")][r % 3]
             load = os.getloadavg()[0]
             speeds = {side: paired(side, r) for side in order}
-            per_round.append(
-                {
-                    "genlab": speeds["genlab"]["wall"],
-                    "hand": speeds["hand"]["wall"],
-                    "ratio": speeds["genlab"]["wall"] / speeds["hand"]["wall"],
-                    "genlab_cpu": speeds["genlab"]["cpu"],
-                    "hand_cpu": speeds["hand"]["cpu"],
-                    "cpu_ratio": speeds["genlab"]["cpu"] / speeds["hand"]["cpu"],
-                    "order": "/".join(order),
-                    "load_1m": (load + os.getloadavg()[0]) / 2,
-                }
-            )
-        result = {"data": source, "rounds": per_round}
+            row = {
+                "genlab": speeds["genlab"]["wall"],
+                "hand": speeds["hand"]["wall"],
+                "ratio": speeds["genlab"]["wall"] / speeds["hand"]["wall"],
+                "genlab_cpu": speeds["genlab"]["cpu"],
+                "hand_cpu": speeds["hand"]["cpu"],
+                "cpu_ratio": speeds["genlab"]["cpu"] / speeds["hand"]["cpu"],
+                "order": "/".join(order),
+                "load_1m": (load + os.getloadavg()[0]) / 2,
+            }
+            if plain:
+                row.update(
+                    plain=speeds["plain"]["wall"],
+                    plain_cpu=speeds["plain"]["cpu"],
+                    plain_ratio=speeds["genlab"]["wall"] / speeds["plain"]["wall"],
+                    plain_cpu_ratio=speeds["genlab"]["cpu"] / speeds["plain"]["cpu"],
+                )
+            per_round.append(row)
+        result = {
+            "data": source,
+            "precision": str(cfg.trainer.precision),
+            "channels_last": bool(cfg.speed.channels_last),
+            "rounds": per_round,
+        }
         if profile_below is not None and median([r["ratio"] for r in per_round]) < profile_below:
             result["profile"] = framework_profile(model, loader, cfg, warmup)
+        result["flops_per_image"] = flops_per_image(model, loader, cfg)
     return result
+
+
+# -- distance to the machine's limit ---------------------------------------------------------------------
+def matmul_peak(dtype: str, sizes: tuple[int, ...] = (1024, 2048), repeats: int = 5) -> float:
+    """The machine's measured peak in FLOP/s at this process's thread count: the best of `repeats` timings
+    of square matmuls (2·n³ FLOPs) of each size, in `dtype` (float32 or bfloat16)."""
+    import torch
+
+    best = 0.0
+    for n in sizes:
+        generator = torch.Generator().manual_seed(n)
+        a = torch.randn(n, n, generator=generator).to(getattr(torch, dtype))
+        b = torch.randn(n, n, generator=generator).to(getattr(torch, dtype))
+        a @ b  # first call: oneDNN's kernel selection
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def flops_per_image(model, loader, cfg, batches: int = 2) -> float:
+    """FLOPs of forward + backward per training image: FlopCounterMode (matmuls, convolutions, attention;
+    not elementwise ops) over the first `batches` steps of the hand loop at float32, on a copy of the
+    model. The count does not depend on the precision the steps run at."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images, labels = loader.dataset[: batches * loader.batch_size]
+    clone = copy.deepcopy(model).train()
+    optimizers = as_list(clone.configure_optimizers())
+    with FlopCounterMode(display=False) as counter:
+        HAND_LOOPS[model.family](clone, make_loader(images, labels, loader.batch_size), optimizers, warmup=0)
+    return counter.get_total_flops() / len(images)
+
+
+def inception_limit(images: int = 8, warmup: int = 4) -> dict:
+    """FID feature extraction against its FLOP-bound limit: the Inception's FLOPs per image (FlopCounterMode
+    over one image, 299², as genlab's extract feeds it), images/s of InceptionFeatures.extract_batch in
+    its CPU batches (after `warmup` untimed images), and the limit = float32 matmul peak / FLOPs per image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from genlab.errors import ConfigError
+    from genlab.metrics.inception import resolve_inception
+
+    try:
+        net = resolve_inception(download=False)
+    except ConfigError as exc:
+        return {"skipped": str(exc).split(".")[0]}
+    x = torch.rand(images + warmup, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as counter:
+        net.extract_batch(x[:1])
+    flops = counter.get_total_flops()
+    step = net.cpu_batch_size
+    for i in range(0, warmup, step):
+        net.extract_batch(x[i : i + step])
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(warmup, warmup + images, step):
+        net.extract_batch(x[i : i + step])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = matmul_peak("float32")
+    return {
+        "flops_per_image": flops,
+        "images_per_s": images / wall,
+        "images_per_cpu_s": images / cpu,
+        "peak_fp32_flops": peak,
+        "limit_images_per_s": peak / flops,
+        "percent_of_limit": 100 * (images / wall) / (peak / flops),
+    }
+
+
+def op_profile(model, loader, cfg, warmup: int, top: int = 12) -> dict:
+    """torch.profiler over one genlab epoch (its steps after `warmup`): the operators with the most self
+    CPU time, each with its share of the total, and the share of the FLOP-counted operators (convolutions,
+    matmuls) against everything else (elementwise, normalisation, optimizer, copies)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        genlab_epoch(model, loader, cfg, warmup)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    compute = ("conv", "mm", "matmul", "linear", "addmm", "bmm", "baddbmm", "scaled_dot_product")
+    in_compute = sum(e.self_cpu_time_total for e in events if any(k in e.key for k in compute))
+    rows = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return {
+        "total_self_cpu_s": total / 1e6,
+        "compute_ops_share": in_compute / total,
+        "top": [
+            {
+                "op": e.key,
+                "calls": e.count,
+                "self_cpu_s": e.self_cpu_time_total / 1e6,
+                "share": e.self_cpu_time_total / total,
+            }
+            for e in rows
+        ],
+    }
 
 
 def worker(family: str, side: str, steps: int, warmup: int, batch_size: int) -> dict:
@@ -504,42 +709,99 @@ def worker(family: str, side: str, steps: int, warmup: int, batch_size: int) -> 
 
 TABLE_HEADER = [
     "family",
+    "genlab defaults",
     "genlab img/s",
-    "hand loop img/s",
+    "same-settings hand loop img/s",
     "wall ratio median (min–max)",
     "CPU-time ratio median (min–max)",
+    f"≥ {TARGET}x",
+    "plain fp32 hand loop img/s",
+    "vs plain: wall ratio median (min–max)",
+    "vs plain: CPU-time ratio median (min–max)",
+    f"≥ {TARGET_PLAIN}x",
     "load avg 1 min median (min–max)",
     "genlab overhead ms/step",
     "genlab peak RSS MiB",
     "hand peak RSS MiB",
     "genlab: added by training MiB",
     "hand: added by training MiB",
-    f"≥ {TARGET}x",
+]
+LIMIT_HEADER = [
+    "family",
+    "precision",
+    "GFLOP per image (fwd + bwd)",
+    "achieved GFLOP/s",
+    "peak GFLOP/s (matmul, same precision)",
+    "% of peak",
+    "% of fp32 peak",
 ]
 
 
+def spread(values: list[float]) -> str:
+    return f"{median(values):.3f} ({min(values):.3f}–{max(values):.3f})" if values else "–"
+
+
 def family_row(family: str, result: dict, batch_size: int) -> list:
-    """One table row from a family's result (ratios over its rounds, memory of its fresh-process runs)."""
+    """One table row from a family's result (ratios over its rounds, memory of its fresh-process runs).
+    Rows measured before the plain baseline existed have no plain columns."""
     rounds = result["rounds"]
     ratios, cpu_ratios = [r["ratio"] for r in rounds], [r["cpu_ratio"] for r in rounds]
+    plain = [r["plain_ratio"] for r in rounds if "plain_ratio" in r]
+    plain_cpu = [r["plain_cpu_ratio"] for r in rounds if "plain_cpu_ratio" in r]
     loads = [r["load_1m"] for r in rounds]
     by_side = result["memory"]
     ms_genlab = 1000 * batch_size / result["genlab_images_per_s"]
     ms_hand = 1000 * batch_size / result["hand_images_per_s"]
+    layout = "channels-last" if result.get("channels_last") else "NCHW"
     return [
         family,
+        f"{result.get('precision', '32-true')}, {layout}",
         result["genlab_images_per_s"],
         result["hand_images_per_s"],
-        f"{median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})",
-        f"{median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}–{max(cpu_ratios):.3f})",
+        spread(ratios),
+        spread(cpu_ratios),
+        verdict(result["passed"]),
+        result.get("plain_images_per_s"),
+        spread(plain),
+        spread(plain_cpu),
+        verdict(result.get("passed_plain")),
         f"{median(loads):.1f} ({min(loads):.1f}–{max(loads):.1f})",
         ms_genlab - ms_hand,
         by_side["genlab"]["training_peak_rss_mb"],
         by_side["hand"]["training_peak_rss_mb"],
         by_side["genlab"]["training_peak_rss_mb"] - by_side["genlab"]["rss_before_training_mb"],
         by_side["hand"]["training_peak_rss_mb"] - by_side["hand"]["rss_before_training_mb"],
-        verdict(result["passed"]),
     ]
+
+
+def limit_row(family: str, result: dict) -> list | None:
+    limit = result.get("limit")
+    if not limit:
+        return None
+    return [
+        family,
+        limit["precision"],
+        limit["flops_per_image"] / 1e9,
+        limit["achieved_flops"] / 1e9,
+        limit["peak_flops"] / 1e9,
+        f"{limit['percent_of_peak']:.1f}",
+        f"{limit['percent_of_fp32_peak']:.1f}",
+    ]
+
+
+def family_limit(result: dict, peaks: dict[str, float]) -> dict:
+    """Achieved FLOP rate of genlab's step (median wall images/s x FLOPs per image) against the matmul peak
+    at the precision the family trained at."""
+    precision = "bfloat16" if result["precision"].startswith("bf16") else "float32"
+    achieved = result["flops_per_image"] * result["genlab_images_per_s"]
+    return {
+        "precision": precision,
+        "flops_per_image": result["flops_per_image"],
+        "achieved_flops": achieved,
+        "peak_flops": peaks[precision],
+        "percent_of_peak": 100 * achieved / peaks[precision],
+        "percent_of_fp32_peak": 100 * achieved / peaks["float32"],
+    }
 
 
 def benchmark(
@@ -549,18 +811,28 @@ def benchmark(
     warmup: int = 3,
     batch_size: int = 128,
     memory: bool = True,
+    plain: bool = True,
+    profile_slowest: int = 2,
+    inception: bool = True,
 ) -> dict:
-    """`memory=False` skips the fresh-process memory runs (speed only)."""
+    """`memory=False` skips the fresh-process memory runs (speed only), `plain=False` the plain baseline;
+    the `profile_slowest` families with the fewest images/s get a torch.profiler breakdown; `inception`
+    measures FID extraction against its limit."""
     import torch
 
     from benchmarks.common import environment
 
     results = {}
     for family in families:
-        family_result = interleaved(family, rounds, steps, warmup, batch_size, profile_below=TARGET)
-        ratios = [r["ratio"] for r in family_result["rounds"]]
-        cpu_ratios = [r["cpu_ratio"] for r in family_result["rounds"]]
-        loads = [r["load_1m"] for r in family_result["rounds"]]
+        # the machine's peak at this moment, float32 and bfloat16, beside this family's rounds
+        peaks = {dtype: matmul_peak(dtype) for dtype in ("float32", "bfloat16")}
+        family_result = interleaved(
+            family, rounds, steps, warmup, batch_size, profile_below=TARGET, plain=plain
+        )
+        rounds_ = family_result["rounds"]
+        ratios = [r["ratio"] for r in rounds_]
+        cpu_ratios = [r["cpu_ratio"] for r in rounds_]
+        loads = [r["load_1m"] for r in rounds_]
         nan = {"training_peak_rss_mb": float("nan"), "rss_before_training_mb": float("nan")}
         by_side = {
             side: run_json_child(
@@ -572,6 +844,7 @@ def benchmark(
                     f"--steps={steps}",
                     f"--warmup={warmup}",
                     f"--batch-size={batch_size}",
+                    f"--threads={torch.get_num_threads()}",
                 ]
             )
             if memory
@@ -587,24 +860,67 @@ def benchmark(
             min_cpu_ratio=min(cpu_ratios),
             max_cpu_ratio=max(cpu_ratios),
             load_1m_median=median(loads),
-            genlab_images_per_s=median([r["genlab"] for r in family_result["rounds"]]),
-            hand_images_per_s=median([r["hand"] for r in family_result["rounds"]]),
+            genlab_images_per_s=median([r["genlab"] for r in rounds_]),
+            hand_images_per_s=median([r["hand"] for r in rounds_]),
             memory=by_side,
             passed=median(ratios) >= TARGET,
             passed_cpu=median(cpu_ratios) >= TARGET,
+            peaks_flops=peaks,
             measured={k: env[k] for k in ("date_utc", "git_commit")},
         )
+        if plain:
+            plain_ratios = [r["plain_ratio"] for r in rounds_]
+            family_result.update(
+                plain_images_per_s=median([r["plain"] for r in rounds_]),
+                median_plain_ratio=median(plain_ratios),
+                median_plain_cpu_ratio=median([r["plain_cpu_ratio"] for r in rounds_]),
+                passed_plain=median(plain_ratios) >= TARGET_PLAIN,
+            )
         family_result.update(
             ms_per_step_genlab=1000 * batch_size / family_result["genlab_images_per_s"],
             ms_per_step_hand=1000 * batch_size / family_result["hand_images_per_s"],
+            limit=family_limit(family_result, peaks),
         )
         results[family] = family_result
-    return assemble(results, rounds, steps, warmup, batch_size, torch.get_num_threads())
+    slowest = sorted(results, key=lambda f: results[f]["genlab_images_per_s"])[:profile_slowest]
+    for family in slowest:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg, model, loader, _ = setup(family, steps, batch_size, tmp)
+            genlab_epoch(model, loader, cfg, warmup)  # untimed first epoch, as in the rounds
+            results[family]["op_profile"] = op_profile(model, loader, cfg, warmup)
+    extraction = inception_limit() if inception else None
+    return assemble(results, rounds, steps, warmup, batch_size, torch.get_num_threads(), inception=extraction)
 
 
-def assemble(results: dict, rounds: int, steps: int, warmup: int, batch_size: int, threads: int) -> dict:
+def profile_notes(results: dict) -> list[str]:
+    """One note per profiled family: the share of the convolutions/matmuls and the top operators."""
+    notes = []
+    for family, r in results.items():
+        prof = r.get("op_profile")
+        if not prof:
+            continue
+        top = ", ".join(f"{row['op']} {100 * row['share']:.0f} %" for row in prof["top"][:6])
+        notes.append(
+            f"Where {family}'s step time goes (torch.profiler, self CPU time of one genlab epoch, "
+            f"{r['precision']}): convolutions/matmuls {100 * prof['compute_ops_share']:.0f} %, the rest in "
+            f"elementwise, normalisation, optimizer and copy operators; top operators: {top}. Analysis: "
+            "benchmarks/results/speed_limit.md."
+        )
+    return notes
+
+
+def assemble(
+    results: dict,
+    rounds: int,
+    steps: int,
+    warmup: int,
+    batch_size: int,
+    threads: int,
+    inception: dict | None = None,
+) -> dict:
     """The result file's body from per-family results (one run's, or merged: see main's --merge)."""
     rows = [family_row(family, result, batch_size) for family, result in results.items()]
+    limits = [row for family, r in results.items() if (row := limit_row(family, r))]
     stamps = {
         f"{r['measured']['date_utc']} (genlab {r['measured']['git_commit']})"
         for r in results.values()
@@ -622,16 +938,48 @@ def assemble(results: dict, rounds: int, steps: int, warmup: int, batch_size: in
         if len(stamps) > 1
         else []
     )
+    notes += profile_notes(results)
+    table = markdown_table(TABLE_HEADER, rows)
+    if limits:
+        table += (
+            "\n\nDistance to the limit: genlab's training step (FLOPs counted by FlopCounterMode: matmuls "
+            "and convolutions, forward + backward) against a large matmul's rate at the same precision, "
+            "timed in the same run, same thread count.\n\n" + markdown_table(LIMIT_HEADER, limits)
+        )
+    if inception and "skipped" not in inception:
+        table += "\n\n" + markdown_table(
+            [
+                "FID extraction",
+                "GFLOP per image",
+                "images/s",
+                "limit images/s (fp32 peak / FLOPs)",
+                "% of limit",
+            ],
+            [
+                [
+                    "InceptionV3 pool3, 299², batches of 4, float32",
+                    inception["flops_per_image"] / 1e9,
+                    inception["images_per_s"],
+                    inception["limit_images_per_s"],
+                    f"{inception['percent_of_limit']:.1f}",
+                ]
+            ],
+        )
+    with_plain = [r for r in results.values() if "passed_plain" in r]
     return {
-        "target": f"genlab / hand-written images per second >= {TARGET} for every family",
+        "target": f"genlab / same-settings hand loop images per second >= {TARGET} for every family; genlab "
+        f"with its defaults / the plain fp32 hand loop >= {TARGET_PLAIN} for every family",
         "settings": {
             "rounds": rounds,
             "steps_per_round": steps,
             "warmup_batches": warmup,
             "batch_size": batch_size,
             "torch_threads": threads,
-            "trainer": "conf/trainer/cpu.yaml; progress bar, logger, checkpointing, validation, model "
-            "summary off; DivergenceGuard on",
+            "trainer": "conf/trainer/cpu.yaml with genlab's defaults (trainer.precision and "
+            "speed.channels_last auto); progress bar, logger, checkpointing, validation, model summary "
+            "off; DivergenceGuard on",
+            "plain baseline": "the hand loop at float32, contiguous, glibc's default malloc, one fresh "
+            "process per round (" + " ".join(PLAIN_OVERRIDES) + ")",
             "memory": "a fresh process per side running it alone; 'peak RSS' = the kernel's peak "
             "resident set size (VmHWM) while training, reset just before it (whole process: "
             "interpreter, torch, Lightning, data, activations, optimizer state); 'added by "
@@ -639,8 +987,14 @@ def assemble(results: dict, rounds: int, steps: int, warmup: int, batch_size: in
             "lifetime ru_maxrss is in the JSON as process_peak_rss_mb",
         },
         "families": results,
-        "passed": all(r["passed"] for r in results.values()),
-        "table": markdown_table(TABLE_HEADER, rows),
+        "inception": inception,
+        "passed": all(r["passed"] for r in results.values())
+        and bool(with_plain)
+        and all(r["passed_plain"] for r in with_plain)
+        and len(with_plain) == len(results),
+        "passed_same_settings": all(r["passed"] for r in results.values()),
+        "passed_plain": {family: r.get("passed_plain") for family, r in results.items()},
+        "table": table,
         **({"notes": notes} if notes else {}),
     }
 
@@ -648,13 +1002,18 @@ def assemble(results: dict, rounds: int, steps: int, warmup: int, batch_size: in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("FAMILY", "SIDE"))
+    parser.add_argument("--plain", nargs=2, metavar=("FAMILY", "STATE"), help="(internal) plain baseline")
+    parser.add_argument("--seed", type=int, default=0, help="(with --plain) the round's seed")
+    parser.add_argument("--override", action="append", default=[], help="(with --plain) config override")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory runs")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain fp32 baseline")
     parser.add_argument(
         "--merge",
         action="store_true",
@@ -662,8 +1021,17 @@ def main(argv: list[str] | None = None) -> None:
         "stamped with its own date and commit",
     )
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(worker(*args.worker, args.steps, args.warmup, args.batch_size)))
+        return
+    if args.plain:
+        family, state = args.plain
+        out = plain_worker(family, state, args.seed, args.steps, args.warmup, args.batch_size, args.override)
+        print(json.dumps(out))
         return
     result = benchmark(
         tuple(args.families.split(",")),
@@ -672,6 +1040,7 @@ def main(argv: list[str] | None = None) -> None:
         args.warmup,
         args.batch_size,
         memory=not args.no_memory,
+        plain=not args.no_plain,
     )
     results_dir = args.results_dir or RESULTS_DIR
     if args.merge and (results_dir / "throughput.json").is_file():
@@ -690,7 +1059,10 @@ def main(argv: list[str] | None = None) -> None:
                     **old["families"][family],
                 }
         threads = result["settings"]["torch_threads"]
-        result = assemble(merged, args.rounds, args.steps, args.warmup, args.batch_size, threads)
+        inception = result.get("inception") or old.get("inception")
+        result = assemble(
+            merged, args.rounds, args.steps, args.warmup, args.batch_size, threads, inception=inception
+        )
         result["tiny"] = False
     path = write_result("throughput", result, results_dir)
     print(result["table"])

@@ -166,7 +166,7 @@ def _data_summary(datamodule) -> str:
     return f"{info.get('name')} ({shape}{'; ' + ' / '.join(sizes) if sizes else ''})"
 
 
-def print_run_start(cfg: DictConfig, trainer, model, datamodule) -> float:
+def print_run_start(cfg: DictConfig, trainer, model, datamodule, speed: str | None = None) -> float:
     """The start block of `genlab train` (rank 0): command, family and key hyperparameters, data, device
     and run folder; the whole config tree too with `print_config=true`. Returns the start time."""
     started = time.monotonic()
@@ -195,7 +195,8 @@ def print_run_start(cfg: DictConfig, trainer, model, datamodule) -> float:
         _command_line(str(cfg.get("task_name") or "train")),
         f"  {model.family} ({', '.join(hparams)}) on {_data_summary(datamodule)}",
         f"  batch {batch}, {training_length(trainer)}{per_epoch}, seed {cfg.get('seed')}, "
-        f"device {device}{devices} (precision {trainer.precision})",
+        f"device {device}{devices}" + ("" if speed else f" (precision {trainer.precision})"),
+        *([f"  speed: {speed}"] if speed else []),
         f"  run folder {output_dir} ({config_note})",
     )
     return started

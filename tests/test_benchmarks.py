@@ -59,6 +59,13 @@ def test_throughput_tiny_writes_ratios_and_memory(tmp_path):
     result = run_tiny("throughput", tmp_path, "--families", "vae")
     vae = result["families"]["vae"]
     assert vae["median_ratio"] > 0 and len(vae["rounds"]) == 1
+    # the plain fp32 baseline (fresh process) and the distance to the limit
+    (only,) = vae["rounds"]
+    assert only["plain"] > 0 and only["plain_ratio"] == pytest.approx(only["genlab"] / only["plain"])
+    assert vae["flops_per_image"] > 1e6 and 0 < vae["limit"]["percent_of_peak"] < 100
+    assert vae["limit"]["peak_flops"] == vae["peaks_flops"][vae["limit"]["precision"]]
+    assert vae["op_profile"]["top"] and 0 < vae["op_profile"]["compute_ops_share"] < 1
+    assert "plain fp32 hand loop img/s" in result["table"] and "% of peak" in result["table"]
     for side in ("genlab", "hand"):
         memory = vae["memory"][side]
         assert memory["images_per_s"] > 0 and memory["process_peak_rss_mb"] > 100
@@ -81,7 +88,9 @@ def test_throughput_rows_merged_from_two_runs_name_their_runs():
     merged = throughput.assemble(
         {"vae": fake(0.99, "2026-11-25T22:00"), "gan": fake(0.9, "2026-11-25T18:00")}, 4, 25, 3, 128, 1
     )
-    assert not merged["passed"] and "| vae | 99 | 100 | 0.990 (0.990–0.990)" in merged["table"]
+    assert (
+        not merged["passed"] and "| vae | 32-true, NCHW | 99 | 100 | 0.990 (0.990–0.990)" in merged["table"]
+    )
     assert "vae: 2026-11-25T22:00" in merged["notes"][0] and "gan: 2026-11-25T18:00" in merged["notes"][0]
     assert "notes" not in throughput.assemble({"vae": fake(0.99, "2026-11-25T22:00")}, 4, 25, 3, 128, 1)
 

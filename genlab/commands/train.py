@@ -201,7 +201,7 @@ def _fit(
     from genlab.loggers import finish_wandb
     from genlab.runtime import distributed
     from genlab.runtime.launch import in_multirun
-    from genlab.runtime.speed import apply_speed_options
+    from genlab.runtime.speed import apply_speed_options, resolve_run_speed
     from genlab.runtime.tags import log_tags, run_tags
 
     if cfg.get("threads"):
@@ -213,9 +213,10 @@ def _fit(
         # ${data.image_size}) and the checkpoint's config must say it too
         cfg.data.image_size = datamodule.image_size
     fill_num_classes(cfg, datamodule)  # conditional models on image folders: classes known after a scan
-    container = OmegaConf.to_container(cfg, resolve=True)
-
     model = instantiate(cfg.model)
+    # trainer.precision/speed.channels_last `auto` -> this run's values, before the config is stored
+    speed_choice = resolve_run_speed(cfg, model.family)
+    container = OmegaConf.to_container(cfg, resolve=True)
     model.run_config = container
     apply_speed_options(model, cfg.get("speed"))
     if ckpt_path is not None:
@@ -248,7 +249,7 @@ def _fit(
     log_tags(trainer.loggers, run_tags(cfg.get("tags")))
     if in_multirun():
         distributed.refuse_rerun_in_multirun(trainer)
-    started = console.print_run_start(cfg, trainer, model, datamodule)
+    started = console.print_run_start(cfg, trainer, model, datamodule, speed_choice.line())
     stop.install()
     interrupted: BaseException | None = None
     try:

@@ -72,8 +72,11 @@ class ClassifierFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from genlab.metrics.inception import full_precision
+
         x = to_unit_float(images)
-        return self.net(x) if self.output == "logits" else self.net.features(x)
+        with full_precision(x.device):  # float32 features under any autocast, as the Inception's
+            return self.net(x) if self.output == "logits" else self.net.features(x)
 
 
 @dataclass

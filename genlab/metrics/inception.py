@@ -28,6 +28,13 @@ FEATURE_DIMS = (64, 192, 768, 2048)
 INPUT_SIZE = 299
 
 
+def full_precision(device: torch.device | str):
+    """A context that switches autocast off on `device`'s type: FID/KID/IS features are computed in float32
+    even when a caller runs them inside `torch.autocast` (a bf16-mixed training's hooks, a user's own
+    context), so scores match torchmetrics' and stay comparable across runs trained at any precision."""
+    return torch.autocast(torch.device(device).type, enabled=False)
+
+
 def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     """torchmetrics' input convention: uint8 in [0, 255] is used as is, float in [0, 1] becomes
     `(x * 255).byte()` exactly as torchmetrics does with `normalize=True`; grey images get 3 channels."""
@@ -92,17 +99,20 @@ class InceptionFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(to_uint8_rgb(images)).reshape(len(images), -1).float()
+        with full_precision(images.device):
+            return self.net(to_uint8_rgb(images)).reshape(len(images), -1).float()
 
     @torch.no_grad()
     def extract_batch(self, images: torch.Tensor) -> torch.Tensor:
         """`forward`'s features, computed the fastest way found on CPU: oneDNN ran the TorchScript
         Inception ~1.12x faster at one thread on a channels-last input (weights left as they are: converting
-        them too gave nothing); features equal to 2e-6 relative (benchmarks/eval_throughput.py)."""
+        them too gave nothing); features equal to 2e-6 relative (benchmarks/eval_throughput.py). Float32
+        under any autocast, as `forward`."""
         x = to_uint8_rgb(images)
-        if isinstance(self.net, TorchScriptInception) and x.device.type == "cpu":
-            return self.net(x, channels_last=True).reshape(len(images), -1).float()
-        return self.net(x).reshape(len(images), -1).float()
+        with full_precision(x.device):
+            if isinstance(self.net, TorchScriptInception) and x.device.type == "cpu":
+                return self.net(x, channels_last=True).reshape(len(images), -1).float()
+            return self.net(x).reshape(len(images), -1).float()
 
 
 def fid_helper_weights() -> Path | None:
