@@ -248,7 +248,11 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("study-budget", ["study", "study.budget=steps", "study.dir={run}"], ["study.budget='steps'", "epochs"]),
     ("study-no-seeds", ["study", "study.seeds=[]", "study.dir={run}"], ["study.seeds=[]"]),
     ("study-repeated-seed", ["study", "study.seeds=[1,1]", "study.dir={run}"], ["[1, 1]", "repeats"]),
-    ("study-epochs", ["study", "study.epochs=0", "study.dir={run}"], ["study.epochs=0", "positive"]),
+    (
+        "study-epochs",
+        ["study", "study.budget=epochs", "study.epochs=0", "study.dir={run}"],
+        ["study.epochs=0", "positive"],
+    ),
     ("study-family", ["study", "study.families=[vae,bert]", "study.dir={run}"], ["'bert'", "vaegan"]),
     ("study-points", ["study", "data=ring", "study.dir={run}"], ["2-D points", "study=quick"]),
     ("study-misspelt-key", ["study", "study.seed=[0]", "study.dir={run}"], ["study.seed", "study.seeds"]),

@@ -76,6 +76,9 @@ def test_trainer_configs(tmp_path, name):
     if name in HARDWARE_ONLY or name.startswith("ddp"):
         assert cfg.trainer.accelerator in ("gpu", "tpu", "cpu", "auto")
         return
+    from genlab.runtime.speed import resolve_run_speed
+
+    resolve_run_speed(cfg, "vae")  # precision: auto -> this machine's value, as genlab train does first
     trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
