@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from genlab.cli import conf_dir
+from genlab.commands.study import cpu_share, print_estimate
 from genlab.errors import ConfigError
 from genlab.models.registry import families
 from genlab.study.convergence import ConvergenceRule, Curve, judge_convergence
@@ -65,6 +66,29 @@ def test_plan_has_one_job_per_family_seed_and_role(tmp_path):
     cpu = compose_study("study.budget=cpu", "study.cpu_seconds=300", "study.anomaly_budget=100").study
     assert budget_overrides(cpu) == ["trainer.max_epochs=100000", "callbacks.cpu_budget.seconds=300"]
     assert budget_overrides(cpu, "anomaly")[1] == "callbacks.cpu_budget.seconds=100"
+
+
+def test_cpu_share_is_the_fair_share_of_the_cores():
+    assert cpu_share(2, 2, 0.0) == 2  # two processes on two free cores
+    assert cpu_share(2, 2, 1.0) == pytest.approx(4 / 3)  # three runnable processes share two cores
+    assert cpu_share(1, 2, 1.0) == 1 and cpu_share(1, 2, 3.0) == 0.5
+    assert cpu_share(2, 1, 0.0) == 1  # never more than the cores
+
+
+def test_estimate_says_free_core_time_and_time_at_the_load_now(tmp_path):
+    study = compose_study("study.measure_seconds=4").study
+    jobs = plan_jobs(study, tmp_path)
+    # quick: 21 runs of 5 CPU-s (+2 each) and 7 sweep processes (+10 each) = 217 CPU-s; measuring 84 s
+    cpu, measure = 21 * 7 + 7 * 10, 21 * 4
+    lines = []
+    print_estimate(study, jobs, lines.append, machine=(2, 0.1))
+    assert len(lines) == 1 and f"{cpu / 60:.1f} CPU-min in 2 process(es)" in lines[0]
+    assert f"about {(cpu / 2 + measure) / 60:.0f} min on 2 free core(s)" in lines[0]
+    assert "load now" not in lines[0]
+    lines.clear()
+    print_estimate(study, jobs, lines.append, machine=(2, 1.0))
+    busy = cpu / (4 / 3) + measure  # training: 2 of 3 runnable processes on 2 cores; measuring: one core
+    assert f"about {busy / 60:.0f} min at this machine's load now (1.0 on 2 core(s))" in lines[0]
 
 
 def test_anomaly_runs_only_for_the_named_families(tmp_path):

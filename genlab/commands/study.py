@@ -224,9 +224,30 @@ STARTUP_CPU_S = 10.0  # CPU seconds of one `genlab train` sweep process before i
 RUN_OVERHEAD_CPU_S = 2.0  # per run beyond its budget: data and model set-up, the last validation, checkpoints
 
 
-def print_estimate(study, jobs, log=print) -> None:
-    """How long the study will take, said before it starts: its pending training (exact for a CPU budget,
-    from the wall-clock budget for time, none for epochs) and a rough measuring time per run."""
+def cpu_share(processes: int, cores: int, others: float) -> float:
+    """Cores that `processes` CPU-bound processes get on `cores` cores when `others` other runnable processes
+    compete (the scheduler's fair share: each runnable process an equal part, at most one core each)."""
+    return min(float(processes), cores * processes / (processes + max(0.0, others)))
+
+
+def machine_load() -> tuple[int, float]:
+    """(usable cores, 1-minute load average: other processes wanting CPU now; 0 where the OS has none)."""
+    import os
+
+    from genlab.runtime.distributed import available_cores
+
+    cores = available_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        load = 0.0
+    return cores, load
+
+
+def print_estimate(study, jobs, log=print, machine: tuple[int, float] | None = None) -> None:
+    """How long the study will take, said before it starts: its pending training (exact in CPU time for a CPU
+    budget, from the wall-clock budget for time, none for epochs) and a rough measuring time per run, on
+    free cores and under the machine's current load (`machine`: (cores, load average), read when None)."""
     from genlab.study.plan import budget_amount
 
     pending = [j for j in jobs if j.status() != "completed"]
@@ -246,12 +267,21 @@ def print_estimate(study, jobs, log=print) -> None:
         for j in pending
     ]
     cpu = sum(per_run) + STARTUP_CPU_S * len({(j.family, j.role) for j in pending})
-    wall = cpu / parallel + measure_s
-    log(
-        f"study: estimated time: training {len(pending)} run(s), {cpu / 60:.0f} CPU-min in {parallel} "
-        f"process(es) at once, then measuring {len(jobs)} run(s) (~{measure_s / 60:.0f} min): about "
-        f"{wall / 60:.0f} min on {parallel} free core(s), longer when other processes share them"
+    cores, load = machine or machine_load()
+    free = min(parallel, cores)
+    text = (
+        f"study: estimated time: training {len(pending)} run(s), {cpu / 60:.1f} CPU-min in {parallel} "
+        f"process(es) at once, then measuring {len(jobs)} run(s) (~{measure_s / 60:.1f} min): about "
+        f"{minutes(cpu / free + measure_s)} on {free} free core(s)"
     )
+    if load >= 0.5:
+        busy = cpu / cpu_share(parallel, cores, load) + measure_s / cpu_share(1, cores, load)
+        text += f"; about {minutes(busy)} at this machine's load now ({load:.1f} on {cores} core(s))"
+    log(text)
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def unconverged_runs(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
