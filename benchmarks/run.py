@@ -15,7 +15,9 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, environment, verdict, write_result
 
-BENCHMARKS = ("throughput", "startup", "eval_throughput", "quality", "sampling", "speed_options")
+BENCHMARKS = (
+    "throughput", "startup", "eval_throughput", "quality", "sampling", "speed_options", "study_quick"
+)  # fmt: skip
 TITLES = {
     "throughput": "Training throughput: genlab (pl.Trainer) vs a hand-written PyTorch loop, same networks",
     "startup": "Start-up: `genlab train trainer=smoke` vs the import floor",
@@ -23,6 +25,7 @@ TITLES = {
     "quality": "Quality on the MNIST protocol (10 epochs, FID@1k Inception) beside a hand-written DCGAN",
     "sampling": "Diffusion sampling time per 1,000 images: DDPM (all T steps) vs DDIM (few steps)",
     "speed_options": "Speed options on CPU: channels-last, torch.compile, bf16-mixed vs fp32",
+    "study_quick": "`genlab study study=quick` from an empty cache, another process holding one core",
 }
 
 
@@ -86,6 +89,13 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         return speed_options.benchmark(
             tuple(args.speed_families.split(",")), tuple(args.speed_variants.split(","))
         )
+    if name == "study_quick":
+        from benchmarks import study_quick
+
+        if tiny:  # two families, two seeds, 1 CPU-s each, no held-out-class runs
+            tiny_study = ("study.families=[vae,gan]", "study.seeds=[0,1]", "study.cpu_seconds=1")
+            return study_quick.benchmark(busy=0, overrides=(*tiny_study, "study.anomaly_class=null"))
+        return study_quick.benchmark(busy=1)
     raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
 
 

@@ -182,3 +182,14 @@ def test_sampling_tiny_times_ddpm_and_ddim(tmp_path):
     assert samplers["ddpm"]["steps"] == 1000 and samplers["ddpm"]["extrapolated"] is True
     assert all(r["seconds_per_1000"] > 0 for r in samplers.values())
     assert "DDIM (2 steps" in result["table"]
+
+
+@pytest.mark.slow
+def test_study_quick_tiny_runs_the_study_and_reads_its_estimate(tmp_path):
+    result = run_tiny("study_quick", tmp_path)
+    measured = result["result"]
+    assert measured["report_written"] is True and measured["busy_processes"] == 0
+    assert measured["wall_s"] > 0 and measured["cpu_s_study_and_children"] > 0
+    assert "estimated time" in measured["estimate_printed"] and "2 free core" in measured["estimate_printed"]
+    assert measured["verdict_rows"] >= 5  # the claims on vae and gan, each printed with its mark
+    assert result["passed"] is True
