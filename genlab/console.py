@@ -325,9 +325,9 @@ def track(
     first_line_after: float = 10.0,
     every_n_seconds: float = 30.0,
 ) -> Iterator[T]:
-    """Yield `items`, showing progress: a transient rich bar on a terminal; otherwise (pipes, CI logs) a
-    plain line after `first_line_after` seconds and every `every_n_seconds` then, so quick loops print
-    nothing and long ones are never silent."""
+    """Yield `items`, showing progress with the time left (ETA) when the total is known: a transient rich
+    bar on a terminal; otherwise (pipes, CI logs) a plain line after `first_line_after` seconds and every
+    `every_n_seconds` then, so quick loops print nothing and long ones are never silent."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     if sys.stdout.isatty():
@@ -342,7 +342,9 @@ def track(
         now = time.monotonic()
         if now - last >= (every_n_seconds if printed else first_line_after):
             of = f"/{total}" if total else ""
-            echo(f"{description}: {done}{of} ({now - start:.0f} s)")
+            # the time left at the mean pace so far, while there is some left
+            eta = f", ETA {(now - start) / done * (total - done):.0f} s" if total and done < total else ""
+            echo(f"{description}: {done}{of} ({now - start:.0f} s{eta})")
             printed, last = True, now
     if printed:
         echo(f"{description}: done ({time.monotonic() - start:.0f} s)")
@@ -353,10 +355,17 @@ def _track_rich(items: Iterable[T], description: str, total: int | None) -> Iter
         if not mine:
             yield from items
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         columns = (TextColumn(job_label() + "{task.description}"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, TimeElapsedColumn(), transient=True) as progress:
+        with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as progress:
             task = progress.add_task(description, total=total)
             for item in items:
                 yield item

@@ -193,8 +193,27 @@ def test_track_prints_occasional_plain_lines_and_nothing_for_quick_loops(monkeyp
     assert console.sys.stdout.getvalue() == ""
     list(console.track(range(3), "features", first_line_after=0, every_n_seconds=0))
     lines = console.sys.stdout.getvalue().splitlines()
-    assert lines[:3] == ["features: 1/3 (0 s)", "features: 2/3 (0 s)", "features: 3/3 (0 s)"]
+    # the time left while there is some (the mean pace so far), none on the last item
+    assert lines[:3] == [
+        "features: 1/3 (0 s, ETA 0 s)",
+        "features: 2/3 (0 s, ETA 0 s)",
+        "features: 3/3 (0 s)",
+    ]
     assert lines[-1].startswith("features: done")
+
+
+def test_track_plain_lines_give_the_time_left_at_the_pace_so_far(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(console.sys, "stdout", out)  # not a terminal
+    clock = iter([0.0, 10.0, 20.0, 40.0, 40.0])  # start, after each of 3 items, the closing line
+    monkeypatch.setattr(console.time, "monotonic", lambda: next(clock))
+    list(console.track(range(3), "features", first_line_after=0, every_n_seconds=0))
+    assert out.getvalue().splitlines() == [
+        "features: 1/3 (10 s, ETA 20 s)",
+        "features: 2/3 (20 s, ETA 10 s)",
+        "features: 3/3 (40 s)",
+        "features: done (40 s)",
+    ]
 
 
 def test_grids_of_small_images_are_enlarged_with_nearest_neighbour():
