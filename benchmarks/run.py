@@ -1,9 +1,10 @@
 """Run genlab's benchmarks and write benchmarks/results/<name>.json and benchmarks/results/RESULTS.md.
 
-python -m benchmarks.run                          # all six at their default sizes (`make bench`)
+python -m benchmarks.run                          # all nine at their default sizes (`make bench`)
 python -m benchmarks.run --only startup,throughput
 python -m benchmarks.run --tiny                   # seconds-scale sizes: proves every script runs
 python -m benchmarks.run --only quality --seeds 0,1  # quality: the MNIST protocol with two seeds
+python -m benchmarks.run --only quality_cifar10      # the CIFAR-10 subset, 300 CPU-s per run
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from pathlib import Path
 from benchmarks.common import RESULTS_DIR, environment, verdict, write_result
 
 BENCHMARKS = (
-    "throughput", "startup", "eval_throughput", "quality", "sampling", "speed_options", "study_quick"
+    "throughput", "startup", "eval_throughput", "eval_rgb", "quality", "quality_cifar10", "sampling",
+    "speed_options", "study_quick",
 )  # fmt: skip
 TITLES = {
     "throughput": "Training throughput: genlab (pl.Trainer) vs a hand-written PyTorch loop, same networks",
     "startup": "Start-up: `genlab train trainer=smoke` vs the import floor",
     "eval_throughput": "Evaluation throughput: genlab's FID path vs torchmetrics' FrechetInceptionDistance",
     "quality": "Quality on the MNIST protocol (10 epochs, FID@1k Inception) beside a hand-written DCGAN",
+    "eval_rgb": "`genlab eval` on 32 px colour photographs vs 28 px grey digits (1,000 + 1,000 images)",
+    "quality_cifar10": "Quality on the CIFAR-10 subset (32 px RGB, equal CPU budget per run, FID@1k "
+    "Inception) beside a hand-written DCGAN",
     "sampling": "Diffusion sampling time per 1,000 images: DDPM (all T steps) vs DDIM (few steps)",
     "speed_options": "Speed options on CPU: channels-last, torch.compile, bf16-mixed vs fp32",
     "study_quick": "`genlab study study=quick` from an empty cache, another process holding one core",
@@ -71,6 +76,32 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
             )
         return quality.benchmark(
             tuple(int(s) for s in args.seeds.split(",")), tuple(args.quality_families.split(","))
+        )
+    if name == "eval_rgb":
+        from benchmarks import eval_rgb
+
+        if tiny:
+            return eval_rgb.benchmark(n=8, train_seconds=1, extra_train=["data.train_limit=256"])
+        return eval_rgb.benchmark()
+    if name == "quality_cifar10":
+        from benchmarks import quality_cifar10
+
+        grids = args.results_dir / quality_cifar10.GRIDS
+        if tiny:
+            return quality_cifar10.benchmark(
+                seeds=(0,),
+                families=("vae",),
+                extra_families=(),
+                budget=3,
+                n=32,
+                n_bpd=8,
+                extra_train=["data.train_limit=256", "+trainer.limit_val_batches=1", "model.width=8"],
+                extra_eval=["metrics.kid_subsets=5", "metrics.n_recon=32", "metrics.iwae_k=2"],
+                baseline_args=["--train-limit=256"],
+                grids_dir=grids,
+            )
+        return quality_cifar10.benchmark(
+            tuple(int(s) for s in args.seeds.split(",")), budget=args.cifar10_budget, grids_dir=grids
         )
     if name == "sampling":
         from benchmarks import sampling
@@ -175,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     # quality
     parser.add_argument("--seeds", default="0,1,2", help="quality: seeds (MNIST protocol of issue 12)")
     parser.add_argument("--quality-families", default="gan,vae,vaegan")
+    parser.add_argument(
+        "--cifar10-budget", type=float, default=300, help="quality_cifar10: training CPU seconds per run"
+    )
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in args.only.split(",") if n.strip()]
