@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--train-override", action="append", default=[], help="extra `genlab train` override")
     parser.add_argument("--eval-override", action="append", default=[], help="extra `genlab eval` override")
+    parser.add_argument("--grid-seed", type=int, default=0, help="runs of this seed save sample grids")
     parser.add_argument(
         "--name", default="quality_cifar10", help="result file benchmarks/results/<name>.json"
     )
