@@ -182,3 +182,18 @@ def test_gmm_prior_is_fitted_by_the_three_network_loop():
     fit(model, batches=2, epochs=2)  # the second epoch's fit starts from the first's mixture
     assert model.gmm_fitted and model.gmm_means.abs().sum() > 0
     assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 16, 16)
+
+
+def test_pixel_term_joins_the_feature_reconstruction_loss():
+    with pytest.raises(ConfigError, match="model.pixel_std"):
+        VAEGAN(pixel_std=0)
+    pl.seed_everything(0, verbose=False)
+    record = RecordLosses()
+    fit(VAEGAN(width=8, disc_width=8, latent_dim=4, margin=None, pixel_std=0.1), 2, [record])
+    first = record.losses[0]
+    # -log N(x | x̃, 0.1²) summed over 16 x 16 pixels: an untrained decoder's grey (x̃ ≈ 0.5) against
+    # digits is about 0.5 (0.5 / 0.1)² - 1.38 ≈ 11 per pixel
+    assert math.isfinite(first["loss_pixel"]) and first["loss_pixel"] > 256 * 5
+    plain = RecordLosses()
+    fit(VAEGAN(width=8, disc_width=8, latent_dim=4, margin=None), 1, [plain])
+    assert "loss_pixel" not in plain.losses[0]  # the paper's feature-only loss by default

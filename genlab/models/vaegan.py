@@ -59,6 +59,7 @@ class VAEGAN(GaussianEncoderDecoder):
         feature_layer: int = -1,
         gamma: float = 1e-2,
         kl_weight: float = 1.0,
+        pixel_std: float | None = None,
         gan_loss: str = "ns",
         equilibrium: float = 0.68,
         margin: float | None = 0.4,
@@ -85,6 +86,11 @@ class VAEGAN(GaussianEncoderDecoder):
             )
         if kl_weight < 0:
             raise ConfigError(f"model.kl_weight={kl_weight!r} must be >= 0 (1 is the paper's prior loss).")
+        if pixel_std is not None and not (isinstance(pixel_std, (int, float)) and pixel_std > 0):
+            raise ConfigError(
+                f"model.pixel_std={pixel_std!r} must be a positive standard deviation (e.g. 0.1), or null "
+                "for the paper's feature-only reconstruction loss."
+            )
         if margin is not None and gan_loss != "ns":
             raise ConfigError(
                 f"model.margin={margin!r} gates on the discriminator's cross-entropy, which only the 'ns' "
@@ -215,6 +221,13 @@ class VAEGAN(GaussianEncoderDecoder):
         loss_kl = kl_standard_normal(mu, logvar)
         # Dis_l(x) is the target; the discriminator is not trained by L_llike (Algorithm 1).
         loss_feature_recon = feature_nll(layer[n : 2 * n], layer[:n].detach()).mean()
+        loss_llike = loss_feature_recon
+        if self.hparams.pixel_std is not None:
+            # optional pixel term of L_llike: -log N(x | x̃, pixel_std²) per image, summed over pixels
+            loss_pixel = (
+                gaussian_nll(x_recon.float(), x.float(), self.hparams.pixel_std).flatten(1).sum(1).mean()
+            )
+            loss_llike = loss_llike + loss_pixel
         loss_gan_g = self.g_loss_fn(logits[n:])  # the decoder's side of L_GAN on x̃ and Dec(z_p)
         real_cost = F.softplus(-logits[:n]).mean().item()
         fake_cost = F.softplus(logits[n:]).mean().item()
@@ -230,13 +243,13 @@ class VAEGAN(GaussianEncoderDecoder):
         # `inputs=` keeps each loss's gradient on its own network: L_GAN never reaches the encoder, the
         # decoder's losses never reach Dis, and Dis's loss never reaches the decoder.
         self.manual_backward(
-            self.hparams.kl_weight * loss_kl + loss_feature_recon,
+            self.hparams.kl_weight * loss_kl + loss_llike,
             inputs=list(self.encoder.parameters()),
             retain_graph=True,
         )
         if update_dec:
             self.manual_backward(
-                self.hparams.gamma * loss_feature_recon + loss_gan_g,
+                self.hparams.gamma * loss_llike + loss_gan_g,
                 inputs=list(self.decoder.parameters()),
                 retain_graph=update_disc,
             )
@@ -254,6 +267,7 @@ class VAEGAN(GaussianEncoderDecoder):
         losses = {
             "loss_kl": loss_kl.detach(),
             "loss_feature_recon": loss_feature_recon.detach(),
+            **({"loss_pixel": loss_pixel.detach()} if self.hparams.pixel_std is not None else {}),
             "loss_gan_g": loss_gan_g.detach(),
             "loss_gan_d": loss_gan_d.detach(),
         }
