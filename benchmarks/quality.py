@@ -117,6 +117,18 @@ def genlab_run(
     }
 
 
+def kept_run(work: Path, name: str, fn) -> dict:
+    """`fn()`'s result dict, kept as work/<name>.json with its date: a finished run is read back instead of
+    run again, so a long protocol can be completed in parts."""
+    path = work / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = {**fn(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result.get(k) for k in ("family", "seed", "fid", "recon_mse")}), flush=True)
+    return result
+
+
 def scored_script(module: str, args: list[str], work: Path, common: dict) -> tuple[dict, dict]:
     """Run a benchmark script that scores images on the protocol's FID path (the same backbone, n, data
     and reference cache as the genlab rows) and prints one JSON line last. Returns that line's values and
@@ -368,13 +380,7 @@ def benchmark(
         work.mkdir(parents=True, exist_ok=True)
 
         def once(name: str, fn) -> dict:
-            path = work / f"{name}.json"
-            if path.is_file():
-                return json.loads(path.read_text())
-            result = {**fn(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            path.write_text(json.dumps(result, indent=2))
-            print(json.dumps({k: result[k] for k in ("family", "seed", "fid", "recon_mse")}), flush=True)
-            return result
+            return kept_run(work, name, fn)
 
         # the MNIST classifier first, so every training run ends with its confident fraction
         if not (work / "classifier.done").is_file():

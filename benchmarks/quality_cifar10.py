@@ -30,11 +30,10 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.common import BIN, REPO, RESULTS_DIR, markdown_table, verdict, write_result
-from benchmarks.quality import mean_std, pm, scored_script, timed
+from benchmarks.quality import kept_run, mean_std, pm, scored_script, timed
 
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-subset"
 FAMILIES = ("gan", "vae", "vaegan")  # >= 3 seeds
@@ -224,26 +223,20 @@ def benchmark(
         work = Path(work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
 
-        def once(name: str, fn) -> dict:
-            path = work / f"{name}.json"
-            if path.is_file():
-                return json.loads(path.read_text())
-            result = {**fn(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            path.write_text(json.dumps(result, indent=2))
-            print(json.dumps({k: result.get(k) for k in ("family", "seed", "fid", "recon_mse")}), flush=True)
-            return result
-
         plan = [(f, s) for s in seeds for f in ((BASELINE,) if baseline else ()) + tuple(families)]
         plan += [(f, s) for s in extra_seeds for f in extra_families]
         for family, seed in plan:  # seeds outermost: an interrupted run still has the families side by side
             grids = grids_dir if seed == grid_seed else None
             if family == BASELINE:
                 runs.append(
-                    once(f"{family}_seed{seed}", lambda s=seed, g=grids: baseline_run(s, work, common, g))
+                    kept_run(
+                        work, f"{family}_seed{seed}", lambda s=seed, g=grids: baseline_run(s, work, common, g)
+                    )
                 )
             else:
                 runs.append(
-                    once(
+                    kept_run(
+                        work,
                         f"{family}_seed{seed}",
                         lambda f=family, s=seed, g=grids: genlab_run(f, s, work, common, g),
                     )
