@@ -80,7 +80,7 @@ def measure(ckpt: Path, root: Path, n: int, grid: Path | None, recon_grid: Path 
         out["recon_spread_ratio"] = out["recon_spread"] / real_spread
         if recon_grid is not None:
             recon_grid.parent.mkdir(parents=True, exist_ok=True)
-            save_picture(reconstruction_grid(real[:32], recon[:32]), recon_grid)
+            save_picture(reconstruction_grid(real[:32], recon[:32], min_width=GRID_WIDTH), recon_grid)
     out["wall_s"] = time.perf_counter() - wall
     return out
 

@@ -110,7 +110,9 @@ def originals_over_reconstructions(x: torch.Tensor, recon: torch.Tensor, per_row
     return torch.cat(rows)
 
 
-def reconstruction_grid(x: torch.Tensor, recon: torch.Tensor, per_row: int = 8) -> torch.Tensor:
+def reconstruction_grid(
+    x: torch.Tensor, recon: torch.Tensor, per_row: int = 8, min_width: int = MIN_WIDTH
+) -> torch.Tensor:
     """Rows of originals, each above its reconstructions, captioned. Fewer images than `per_row` (a tiny
     validation set) make narrower rows; a last partial row is filled with blank tiles, so an original and
     its reconstruction never end up side by side."""
@@ -120,7 +122,7 @@ def reconstruction_grid(x: torch.Tensor, recon: torch.Tensor, per_row: int = 8) 
         blank = torch.ones(missing, *x.shape[1:], dtype=x.dtype, device=x.device)
         x, recon = torch.cat([x, blank]), torch.cat([recon.to(x.dtype), blank])
     rows = originals_over_reconstructions(x, recon, per_row)
-    return grid_image(rows, nrow=per_row, row_labels=RECON_LABELS)
+    return grid_image(rows, nrow=per_row, min_width=min_width, row_labels=RECON_LABELS)
 
 
 def save_reconstruction_grid(x: torch.Tensor, recon: torch.Tensor, path: Path, per_row: int = 8) -> Path:
