@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-override", action="append", default=[], help="extra `genlab eval` override")
     parser.add_argument("--grid-seed", type=int, default=0, help="runs of this seed save sample grids")
     parser.add_argument(
+        "--note", action="append", default=[], help="a line for the result's notes (RESULTS.md lists them)"
+    )
+    parser.add_argument(
         "--name", default="quality_cifar10", help="result file benchmarks/results/<name>.json"
     )
     args = parser.parse_args(argv)
@@ -342,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
         grids_dir=results_dir / GRIDS,
         grid_seed=args.grid_seed,
     )
+    if args.note:
+        result["notes"] = args.note
     path = write_result(args.name, result, results_dir)
     print(result["table"])
     print(f"written: {path}")
