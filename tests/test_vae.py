@@ -116,3 +116,17 @@ def test_gmm_prior_on_fewer_images_than_components_and_on_a_diverged_encoder():
         next(model.parameters()).fill_(float("nan"))  # NaN posterior means: the last mixture stays
     model.fit_prior([images])
     assert torch.equal(model.gmm_means, before)
+
+
+def test_a_degenerate_previous_mixture_does_not_break_the_next_fit():
+    """fit_prior starts EM from last epoch's mixture; when that start is invalid (here a singular
+    covariance; on photographs a precision sklearn found not positive-definite), it fits from scratch."""
+    torch.manual_seed(0)
+    model = VAE(latent_dim=4, width=8, sample_prior="gmm", gmm_components=2, gmm_fit_images=64)
+    images = [torch.rand(32, 1, 16, 16) for _ in range(2)]
+    model.fit_prior(images)
+    assert model.gmm_fitted and bool((model.gmm_weights > 0).all())
+    model.gmm_scale_tril[0].zero_()  # a singular covariance as the start
+    model.fit_prior(images)
+    assert torch.isclose(model.gmm_weights.sum(), torch.tensor(1.0, dtype=model.gmm_weights.dtype))
+    assert torch.isfinite(model.gmm_scale_tril).all() and bool((model.gmm_scale_tril[0].diagonal() > 0).all())

@@ -382,17 +382,27 @@ class GaussianEncoderDecoder(GenerativeModel):
         # at most one component per image (a tiny training set); unused components keep weight 0
         k = min(len(self.gmm_weights), len(mu))
         used = int((self.gmm_weights > 0).sum())
-        init = {}
+        data = mu.double().numpy()
+        gmm = None
         if used == k:  # start EM from the previous epoch's mixture: a few iterations instead of ~100
             tril = self.gmm_scale_tril[:k].double()
             weights = self.gmm_weights[:k].double()
-            init = {
-                "weights_init": (weights / weights.sum()).numpy(),
-                "means_init": self.gmm_means[:k].double().numpy(),
-                "precisions_init": torch.linalg.inv(tril @ tril.transpose(1, 2)).numpy(),
-            }
-        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-5, random_state=0, **init)
-        gmm.fit(mu.double().numpy())
+            try:
+                precision = torch.linalg.inv(tril @ tril.transpose(1, 2))
+                init = {
+                    "weights_init": (weights / weights.sum()).numpy(),
+                    "means_init": self.gmm_means[:k].double().numpy(),
+                    # symmetrised: the inverse of a badly conditioned covariance is not quite symmetric
+                    "precisions_init": (0.5 * (precision + precision.transpose(1, 2))).numpy(),
+                }
+                gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-5, random_state=0, **init)
+                gmm.fit(data)
+            except (RuntimeError, ValueError):
+                # last epoch's mixture is no valid start (a singular covariance, or a precision that is
+                # not positive-definite after the float32 round trip): fit from scratch below
+                gmm = None
+        if gmm is None:
+            gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-5, random_state=0).fit(data)
         self.gmm_weights.zero_()[:k].copy_(torch.as_tensor(gmm.weights_))
         self.gmm_means[:k].copy_(torch.as_tensor(gmm.means_))
         self.gmm_scale_tril[:k].copy_(torch.linalg.cholesky(torch.as_tensor(gmm.covariances_)))
