@@ -87,7 +87,8 @@ def genlab_run(family: str, seed: int, work: Path, common: dict, grids: Path | N
             f"--grid={grids / f'{family}_samples.png'}",
             f"--recon-grid={grids / f'{family}_reconstructions.png'}",
         ]
-    colour = json.loads(timed([sys.executable, "-m", "benchmarks.colour", *colour_args], REPO, 3600)[2])
+    printed = timed([sys.executable, "-m", "benchmarks.colour", *colour_args], REPO, 3600)[2]
+    colour = json.loads(printed.strip().splitlines()[-1])  # progress lines (long sampling) come first
     config = trained.get("config") or {}
     return {
         "family": family,
