@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from genlab.cli import group_choices
 from genlab.commands.train import instantiate_group
@@ -101,5 +101,8 @@ def test_callback_configs(tmp_path, name):
 @pytest.mark.parametrize("name", group_choices("experiment"))
 def test_experiment_configs_compose(tmp_path, name):
     cfg = compose_train(tmp_path, [f"experiment={name}", f"paths.data_dir={SHARED_MNIST}"])
+    if OmegaConf.is_missing(cfg.data, "root"):  # a folder preset (the *_cifar10 ones): the user names it,
+        cfg.data.root = str(tmp_path)  # and its classes are counted when it is scanned (CIFAR-10's 10)
+        cfg.data.num_classes = cfg.data.num_classes or 10
     instantiate(cfg.model)
     instantiate(cfg.data)
