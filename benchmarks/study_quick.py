@@ -13,13 +13,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import BIN, REPO, child_env, markdown_table
+from benchmarks.common import BIN, REPO, markdown_table
+from benchmarks.quality import timed
 from genlab.study.render import STATUS_MARK
 
 TARGET_S = 300.0
@@ -31,40 +30,28 @@ def spin() -> None:  # the other process: a pure-Python busy loop, one core
         pass
 
 
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def benchmark(busy: int = 1, overrides: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix="genlab-study-quick-") as tmp:
         root = Path(tmp)
-        command = [str(BIN / "genlab"), "study", "study=quick", f"paths.root_dir={root}", *overrides]
+        # an empty cache of its own: the domain classifier is trained inside the study, as for a new user
+        command = [
+            str(BIN / "genlab"), "study", "study=quick", f"paths.root_dir={root}",
+            f"paths.cache_dir={root / 'cache'}", *overrides,
+        ]  # fmt: skip
         spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
         for p in spinners:
             p.start()
         time.sleep(2)  # let the load average see them
         load_start = os.getloadavg()[0]
-        cpu, wall = children_cpu_s(), time.perf_counter()
-        try:
-            proc = subprocess.run(
-                command,
-                cwd=REPO,
-                env=child_env(GENLAB_CACHE=str(root / "cache")),
-                capture_output=True,
-                text=True,
-                timeout=3600,
-            )
-            wall, cpu = time.perf_counter() - wall, children_cpu_s() - cpu  # before the spinners are reaped
+        try:  # timed's CPU seconds are read when the study ends, before the spinners are reaped
+            wall, cpu, stdout = timed(command, REPO, timeout=3600)
         finally:
             for p in spinners:
                 p.terminate()
                 p.join()
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-        estimate = next((line for line in proc.stdout.splitlines() if "estimated time" in line), "")
+        estimate = next((line for line in stdout.splitlines() if "estimated time" in line), "")
         marks = tuple(mark.split()[0] for mark in STATUS_MARK.values())
-        verdict_rows = sum(line.startswith(marks) for line in proc.stdout.splitlines())
+        verdict_rows = sum(line.startswith(marks) for line in stdout.splitlines())
         report = root / "outputs" / "study" / "quick" / "report.html"
         result = {
             "wall_s": round(wall, 1),
