@@ -117,6 +117,27 @@ def genlab_run(
     }
 
 
+def ensure_classifier(work: Path, data_args: list[str], extra_eval: list[str] | None = None) -> None:
+    """Train genlab's MNIST classifier into work/cache once (a later `genlab train` ends with the confident
+    fraction of its samples); `metrics.classifier_steps=` among `extra_eval` sets its steps."""
+    if (work / "classifier.done").is_file():
+        return
+    steps = [
+        "steps=" + a.split("=", 1)[1] for a in (extra_eval or []) if a.startswith("metrics.classifier_steps=")
+    ]
+    command = [
+        str(BIN / "genlab"),
+        "train-classifier",
+        *data_args,
+        f"paths.cache_dir={work / 'cache'}",
+        f"hydra.run.dir={work / 'classifier'}",
+        "threads=1",
+        *steps,
+    ]
+    timed(command, work, timeout=3600)
+    (work / "classifier.done").touch()
+
+
 def kept_run(work: Path, name: str, fn) -> dict:
     """`fn()`'s result dict, kept as work/<name>.json with its date: a finished run is read back instead of
     run again, so a long protocol can be completed in parts."""
@@ -383,25 +404,7 @@ def benchmark(
             return kept_run(work, name, fn)
 
         # the MNIST classifier first, so every training run ends with its confident fraction
-        if not (work / "classifier.done").is_file():
-            timed(
-                [
-                    str(BIN / "genlab"),
-                    "train-classifier",
-                    *data_args,
-                    f"paths.cache_dir={work / 'cache'}",
-                    f"hydra.run.dir={work / 'classifier'}",
-                    "threads=1",
-                    *[
-                        "steps=" + a.split("=", 1)[1]
-                        for a in (extra_eval or [])
-                        if a.startswith("metrics.classifier_steps=")
-                    ],
-                ],
-                work,
-                timeout=3600,
-            )
-            (work / "classifier.done").touch()
+        ensure_classifier(work, data_args, extra_eval)
         for seed in seeds:  # seeds outermost: an interrupted run still has every family side by side
             if baseline:
                 runs.append(once(f"{BASELINE}_seed{seed}", lambda s=seed: baseline_run(s, work, common)))

@@ -34,6 +34,21 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, SamplingGraph,
 
 
 # -- layers: each maps x -> (y, logdet) forward (data -> noise) and y -> x inverse ----------------------
+# Under mixed precision (trainer.precision=bf16-mixed) only the coupling and prior networks compute in the
+# low precision: their outputs are cast back to float32 (`.float()`, a no-op in float32), and the invertible
+# 1x1 convolutions run with autocast off, so the flow's own arithmetic, its log-determinants and the
+# bits/dim that sum ~D log-terms per image stay float32 (bfloat16 keeps 8 bits of mantissa: a sum of 784
+# terms in it is off by whole nats, and a bf16 1x1 convolution is no longer the map its log|det W| counts).
+def full_precision(fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """`fn(*tensors)` in float32 with autocast off where it is on (nothing changes where it is off, e.g. in
+    an exported graph)."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return fn(*tensors)
+    with torch.autocast(device, enabled=False):
+        return fn(*(t.float() for t in tensors))
+
+
 class ActNorm(nn.Module):
     """Per-channel affine y = (x + b)·e^s, initialised from the first batch so y has zero mean and unit
     variance per channel (Glow sec. 3.1). Works on (B, C, H, W) and (B, C)."""
@@ -75,15 +90,20 @@ class InvConv1x1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = torch.linalg.slogdet(self.weight)[1] * x[0, 0].numel()
-        return torch.einsum("ij,bjhw->bihw", self.weight, x), logdet.expand(len(x))
+        return full_precision(mix_channels, self.weight, x), logdet.expand(len(x))
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         w_inv = self.frozen_inverse if self.frozen_inverse is not None else torch.linalg.inv(self.weight)
-        return torch.einsum("ij,bjhw->bihw", w_inv, y)
+        return full_precision(mix_channels, w_inv, y)
 
     def freeze_inverse(self) -> None:
         """Keep W⁻¹ of the current weights (for a copy of the flow that is exported, not trained)."""
         self.frozen_inverse = torch.linalg.inv(self.weight.detach())
+
+
+def mix_channels(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution (C, C) x (B, C, H, W)."""
+    return torch.einsum("ij,bjhw->bihw", w, x)
 
 
 def coupling_net(in_ch: int, out_ch: int, hidden: int) -> nn.Module:
@@ -122,8 +142,9 @@ class AffineCoupling(nn.Module):
 
     def _scale_shift(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.additive:
+            h = h.float()
             return torch.zeros_like(h), h
-        raw_s, t = h.chunk(2, dim=1)
+        raw_s, t = h.float().chunk(2, dim=1)
         log_s = nn.functional.logsigmoid(raw_s + 2.0)
         return log_s, t
 
@@ -170,7 +191,7 @@ class SplitPrior(nn.Module):
         nn.init.zeros_(self.net.bias)
 
     def _mean_log_scale(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, raw = self.net(keep).chunk(2, dim=1)
+        mean, raw = self.net(keep).float().chunk(2, dim=1)
         return mean, 3 * torch.tanh(raw / 3)  # log σ bounded to ±3: stable from the first step
 
     def forward(self, out: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,7 +350,7 @@ class VectorCoupling(nn.Module):
         nn.init.zeros_(self.net.net[-1].bias)
 
     def _scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw_s, t = self.net(x * self.mask).chunk(2, dim=1)
+        raw_s, t = self.net(x * self.mask).float().chunk(2, dim=1)
         # log-scale bounded to ±3 per layer: stable, yet a few layers can stretch a tight mode (std 0.02)
         # to N(0, 1)
         return 3 * torch.tanh(raw_s / 3) * (1 - self.mask), t * (1 - self.mask)
