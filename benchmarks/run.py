@@ -44,7 +44,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 
         families = tuple(args.families.split(","))
         if tiny:
-            return throughput.benchmark(families, rounds=1, steps=3, warmup=1, batch_size=8)
+            return throughput.benchmark(families, rounds=1, steps=3, warmup=1, batch_size=8, min_steps={})
         return throughput.benchmark(families, args.rounds, args.steps, args.warmup, args.batch_size)
     if name == "startup":
         from benchmarks import startup

@@ -69,6 +69,16 @@ from benchmarks.common import (
 FAMILIES = ("vae", "gan", "vaegan", "diffusion", "flow")
 TARGET = 0.95
 TARGET_PLAIN = 1.3  # genlab with its defaults / the plain fp32 hand loop
+# steps per round at least, per family: the VAE's step takes ~30 ms, so 25 steps time a 0.7 s window in which
+# one scheduling hiccup on a shared machine moves the ratio by several per cent; 100 steps time ~3 s, as long
+# as the GAN's 25 (the slower families' windows are longer still)
+MIN_STEPS = {"vae": 100}
+
+
+def steps_for(family: str, steps: int, min_steps: dict[str, int] | None = None) -> int:
+    return max(steps, (MIN_STEPS if min_steps is None else min_steps).get(family, 0))
+
+
 # the plain loop's settings: what a user's loop has without genlab's speed options
 PLAIN_OVERRIDES = ["trainer.precision=32-true", "speed.channels_last=false", "speed.reuse_memory=false"]
 
@@ -814,21 +824,26 @@ def benchmark(
     plain: bool = True,
     profile_slowest: int = 2,
     inception: bool = True,
+    min_steps: dict[str, int] | None = None,
 ) -> dict:
     """`memory=False` skips the fresh-process memory runs (speed only), `plain=False` the plain baseline;
     the `profile_slowest` families with the fewest images/s get a torch.profiler breakdown; `inception`
-    measures FID extraction against its limit."""
+    measures FID extraction against its limit; `min_steps`: steps per round at least, per family (default
+    MIN_STEPS; each family's row records its steps_per_round)."""
     import torch
 
     from benchmarks.common import environment
 
     results = {}
+    base_steps = steps
     for family in families:
+        steps = steps_for(family, base_steps, min_steps)
         # the machine's peak at this moment, float32 and bfloat16, beside this family's rounds
         peaks = {dtype: matmul_peak(dtype) for dtype in ("float32", "bfloat16")}
         family_result = interleaved(
             family, rounds, steps, warmup, batch_size, profile_below=TARGET, plain=plain
         )
+        family_result["steps_per_round"] = steps
         rounds_ = family_result["rounds"]
         ratios = [r["ratio"] for r in rounds_]
         cpu_ratios = [r["cpu_ratio"] for r in rounds_]
@@ -885,11 +900,13 @@ def benchmark(
     slowest = sorted(results, key=lambda f: results[f]["genlab_images_per_s"])[:profile_slowest]
     for family in slowest:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg, model, loader, _ = setup(family, steps, batch_size, tmp)
+            cfg, model, loader, _ = setup(family, steps_for(family, base_steps, min_steps), batch_size, tmp)
             genlab_epoch(model, loader, cfg, warmup)  # untimed first epoch, as in the rounds
             results[family]["op_profile"] = op_profile(model, loader, cfg, warmup)
     extraction = inception_limit() if inception else None
-    return assemble(results, rounds, steps, warmup, batch_size, torch.get_num_threads(), inception=extraction)
+    return assemble(
+        results, rounds, base_steps, warmup, batch_size, torch.get_num_threads(), inception=extraction
+    )
 
 
 def profile_notes(results: dict) -> list[str]:
