@@ -47,8 +47,9 @@ BF16 = {
 ARMS = ("fp32", "bf16")
 
 
-def run(family: str, arm: str, seed: int, work: Path, root: Path, n: int) -> dict:
-    preset, epochs, n_bpd = FAMILIES[family]
+def run(family: str, arm: str, seed: int, work: Path, common: dict) -> dict:
+    preset = FAMILIES[family][0]
+    epochs, n_bpd, root, n = common["epochs"][family], common["n_bpd"][family], common["root"], common["n"]
     settings = FP32 if arm == "fp32" else BF16[family]
     out = work / f"{family}_{arm}_seed{seed}"
     cache = f"paths.cache_dir={work / 'cache'}"
@@ -65,6 +66,7 @@ def run(family: str, arm: str, seed: int, work: Path, root: Path, n: int) -> dic
         *(f"{key}={value}" for key, value in settings.items()),
         cache,
         f"hydra.run.dir={out / 'train'}",
+        *common["extra_train"],
     ]
     load = os.getloadavg()[0]
     wall, cpu, _ = timed([str(BIN / "genlab"), *train_args], work, timeout=7200)
@@ -79,6 +81,7 @@ def run(family: str, arm: str, seed: int, work: Path, root: Path, n: int) -> dic
         f"data.root={root}",
         cache,
         f"hydra.run.dir={out / 'eval'}",
+        *common["extra_eval"],
     ]
     eval_wall, eval_cpu, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
     scored = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
@@ -146,15 +149,29 @@ def benchmark(
     n: int = 1000,
     root: Path = SHARED_MNIST,
     work_dir: Path | None = None,
+    epochs: dict[str, int] | None = None,
+    n_bpd: dict[str, int] | None = None,
+    extra_train: list[str] | None = None,
+    extra_eval: list[str] | None = None,
 ) -> dict:
+    """`epochs`/`n_bpd`: per family, instead of FAMILIES'; `extra_train`/`extra_eval`: more overrides of
+    every train/eval command (the tiny run of tests/test_benchmarks.py)."""
     if not (Path(root) / "MNIST" / "raw").is_dir():
         return {"skipped": f"real MNIST not found at {root}", "passed": None, "table": ""}
+    common = {
+        "epochs": {f: (epochs or {}).get(f, FAMILIES[f][1]) for f in families},
+        "n_bpd": {f: (n_bpd or {}).get(f, FAMILIES[f][2]) for f in families},
+        "root": Path(root),
+        "n": n,
+        "extra_train": list(extra_train or []),
+        "extra_eval": list(extra_eval or []),
+    }
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         data_args = ["data=mnist", f"data.root={root}", "data.download=false"]
-        ensure_classifier(work, data_args)
+        ensure_classifier(work, data_args, extra_eval)
         for seed in seeds:  # seeds outermost: an interrupted run still has both arms side by side
             for family in families:
                 for arm in arms:
@@ -162,7 +179,7 @@ def benchmark(
                         kept_run(
                             work,
                             f"{family}_{arm}_seed{seed}",
-                            lambda f=family, a=arm, s=seed: run(f, a, s, work, Path(root), n),
+                            lambda f=family, a=arm, s=seed: run(f, a, s, work, common),
                         )
                     )
     rows, comparison = [], {}
@@ -221,7 +238,7 @@ def benchmark(
         "target": "FID and bits/dim of the bf16 arm within seed noise (±2 SE) of the fp32 arm, 3 seeds",
         "settings": {
             "families": {
-                f: {"preset": FAMILIES[f][0], "epochs": FAMILIES[f][1], "n_bpd": FAMILIES[f][2]}
+                f: {"preset": FAMILIES[f][0], "epochs": common["epochs"][f], "n_bpd": common["n_bpd"][f]}
                 for f in families
             },
             "seeds": list(seeds),

@@ -17,14 +17,16 @@ from pathlib import Path
 from benchmarks.common import RESULTS_DIR, environment, verdict, write_result
 
 BENCHMARKS = (
-    "throughput", "startup", "eval_throughput", "eval_rgb", "quality", "quality_cifar10", "sampling",
-    "speed_options", "study_quick",
+    "throughput", "startup", "eval_throughput", "eval_rgb", "quality", "quality_precision", "quality_cifar10",
+    "sampling", "speed_options", "study_quick",
 )  # fmt: skip
 TITLES = {
     "throughput": "Training throughput: genlab (pl.Trainer) vs a hand-written PyTorch loop, same networks",
     "startup": "Start-up: `genlab train trainer=smoke` vs the import floor",
     "eval_throughput": "Evaluation throughput: genlab's FID path vs torchmetrics' FrechetInceptionDistance",
     "quality": "Quality on the MNIST protocol (10 epochs, FID@1k Inception) beside a hand-written DCGAN",
+    "quality_precision": "Quality of diffusion and flow at bf16-mixed vs fp32 (their MNIST presets at a "
+    "third of their epochs, FID@1k Inception, test bits/dim)",
     "eval_rgb": "`genlab eval` on 32 px colour photographs vs 28 px grey digits (1,000 + 1,000 images)",
     "quality_cifar10": "Quality on the CIFAR-10 subset (32 px RGB, equal CPU budget per run, FID@1k "
     "Inception) beside a hand-written DCGAN",
@@ -77,6 +79,21 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         return quality.benchmark(
             tuple(int(s) for s in args.seeds.split(",")), tuple(args.quality_families.split(","))
         )
+    if name == "quality_precision":
+        from benchmarks import quality_precision
+
+        if tiny:  # the flow, two seeds, both arms, one epoch of 256 images, unconditional (no per-class FIDs)
+            narrow = ["model.hidden=8", "model.conditional=false"]
+            return quality_precision.benchmark(
+                families=("flow",),
+                seeds=(0, 1),
+                n=32,
+                epochs={"flow": 1},
+                n_bpd={"flow": 16},
+                extra_train=["data.train_limit=256", "+trainer.limit_val_batches=1", *narrow],
+                extra_eval=["metrics.kid_subsets=5", "metrics.classifier_steps=10"],
+            )
+        return quality_precision.benchmark(seeds=tuple(int(s) for s in args.seeds.split(",")))
     if name == "eval_rgb":
         from benchmarks import eval_rgb
 
@@ -201,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     # sampling
     parser.add_argument("--ddim-steps", default="10,20,50,100", help="sampling: DDIM step counts")
     # speed options (torch.compile costs minutes per family on CPU)
-    parser.add_argument("--speed-families", default="vae,gan,vaegan")
+    parser.add_argument("--speed-families", default="vae,gan,vaegan,diffusion,flow")
     parser.add_argument("--speed-variants", default=",".join(SPEED_VARIANTS))
     # quality
     parser.add_argument("--seeds", default="0,1,2", help="quality: seeds (MNIST protocol of issue 12)")

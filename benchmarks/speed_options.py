@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import markdown_table, median, write_result
+from benchmarks.common import RESULTS_DIR, environment, markdown_table, median, write_result
 
 FP32 = ["trainer.precision=32-true"]
 BF16 = ["trainer.precision=bf16-mixed"]
@@ -104,12 +105,18 @@ def benchmark(
 
     if "fp32" not in variants:
         variants = ("fp32", *variants)
-    results, rows, loads = {}, [], []
+    results = {}
     for family in families:
-        result = family_rounds(
+        results[family] = family_rounds(
             family, variants, rounds, steps, warmup, batch_size, (overrides or {}).get(family)
         )
-        results[family] = result
+    return assemble(results, rounds, steps, warmup, batch_size, torch.get_num_threads())
+
+
+def assemble(results: dict, rounds: int, steps: int, warmup: int, batch_size: int, threads: int) -> dict:
+    """The result file of per-family rounds (from one run, or merged from several with --merge)."""
+    rows, loads = [], []
+    for family, result in results.items():
         for name, v in result["variants"].items():
             loads += [r["load_1m"] for r in v["rounds"]]
             rows.append(
@@ -133,6 +140,12 @@ def benchmark(
         ],
         rows,
     )
+    measured = {f: r["measured"] for f, r in results.items() if "measured" in r}
+    notes = (
+        ["Rows measured in separate runs: " + "; ".join(f"{f}: {m}" for f, m in measured.items())]
+        if len({m for m in measured.values()}) > 1
+        else []
+    )
     return {
         "target": "none (which options pay on this CPU: the evidence behind `auto`)",
         "passed": None,
@@ -141,11 +154,12 @@ def benchmark(
             "steps_per_round": steps,
             "warmup_batches": warmup,
             "batch_size": batch_size,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": threads,
             "load_1m_median": median(loads) if loads else None,
         },
         "families": results,
         "table": table,
+        **({"notes": notes} if notes else {}),
     }
 
 
@@ -158,6 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other families' rows of the existing speed_options.json (same settings), each "
+        "stamped with the date and commit of its run",
+    )
     args = parser.parse_args(argv)
     result = benchmark(
         tuple(args.families.split(",")),
@@ -167,7 +187,29 @@ def main(argv: list[str] | None = None) -> None:
         args.warmup,
         args.batch_size,
     )
-    path = write_result("speed_options", result, *([args.results_dir] if args.results_dir else []))
+    results_dir = args.results_dir or RESULTS_DIR
+    stamp = environment()
+    for family in result["families"].values():
+        family["measured"] = f"{stamp['date_utc']}, genlab {stamp['git_commit']}"
+    if args.merge and (results_dir / "speed_options.json").is_file():
+        old = json.loads((results_dir / "speed_options.json").read_text())
+        settings = old["settings"]
+        if (settings["batch_size"], settings["steps_per_round"]) != (args.batch_size, args.steps):
+            raise SystemExit("--merge: the existing file was measured with other settings; run every family")
+        env = old["environment"]
+        merged = {
+            family: {"measured": f"{env['date_utc']}, genlab {env['git_commit']}", **row}
+            for family, row in old["families"].items()
+            if family not in result["families"]
+        }
+        merged.update(result["families"])
+        run = result["settings"]
+        result = assemble(
+            merged,
+            *(run[k] for k in ("rounds", "steps_per_round", "warmup_batches", "batch_size", "torch_threads")),
+        )
+        result["notes"] = [*old.get("notes", []), *result.get("notes", [])]
+    path = write_result("speed_options", result, results_dir)
     print(result["table"])
     print(f"written: {path}")
 

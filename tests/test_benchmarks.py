@@ -175,6 +175,31 @@ def test_quality_tiny_trains_and_scores(tmp_path):
     assert set(result["summary"]) == {"vae", "vae_normal_prior", "dcgan_hand"}
 
 
+@pytest.mark.slow
+def test_quality_precision_tiny_trains_both_arms_and_compares_them(tmp_path):
+    if not (SHARED_MNIST / "MNIST" / "raw").is_dir():
+        pytest.skip("real MNIST not available")
+    result = run_tiny("quality_precision", tmp_path)
+    runs = {(r["arm"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == {("fp32", 0), ("bf16", 0), ("fp32", 1), ("bf16", 1)}
+    # each arm trained at the precision and layout it names, read back from the run's own metrics.json
+    assert {(runs["fp32", s]["precision"], runs["fp32", s]["channels_last"]) for s in (0, 1)} == {
+        ("32-true", False)
+    }
+    assert {(runs["bf16", s]["precision"], runs["bf16", s]["channels_last"]) for s in (0, 1)} == {
+        ("bf16-mixed", True)
+    }
+    for r in runs.values():
+        assert r["family"] == "flow" and r["global_step"] >= 1 and r["fid"] >= 0
+        assert 0 < r["bpd"] < 12 and r["kid"] is not None and r["train_cpu_s"] > 0 and r["eval_cpu_s"] > 0
+    flow = result["comparison"]["flow"]
+    assert flow["seeds"] == [0, 1] and isinstance(flow["no_loss"], bool)
+    fp32_fids = [runs["fp32", s]["fid"] for s in (0, 1)]
+    assert flow["fid"]["reference_mean"] == pytest.approx(sum(fp32_fids) / 2)
+    assert result["settings"]["families"]["flow"]["epochs"] == 1
+    assert "bf16-mixed, channels_last=True" in result["table"]
+
+
 def test_sampling_tiny_times_ddpm_and_ddim(tmp_path):
     result = run_tiny("sampling", tmp_path)
     samplers = result["samplers"]
