@@ -38,6 +38,7 @@ def perturb(model: Flow, scale: float = 0.05) -> Flow:
         (8, True, {"coupling": "additive", "checker_steps": 0, "coarse_steps": 3, "coarse_hidden": 12}),
         (8, True, {"checker_steps": 1, "coarse_steps": 3, "coarse_hidden": 12}),
         (8, False, {"checker_steps": 0, "split": False}),  # no factoring-out: one scale holds every channel
+        (8, True, {"checker_steps": 1, "min_scale": 0.1}),  # affine scales bounded below (flow_cifar10)
     ],
 )
 def test_image_flow_inverts_exactly_and_its_logdet_matches_autograd(image_size, split_prior, options):
@@ -184,6 +185,36 @@ def test_bad_settings_are_config_errors():
         Flow(coupling="spline")
     with pytest.raises(ConfigError, match="coarse_steps"):
         Flow(coarse_steps=0)
+    for bad in (0, 1.0, -0.1):
+        with pytest.raises(ConfigError, match="model.min_scale"):
+            Flow(min_scale=bad)
+    with pytest.raises(ConfigError, match="model.coupling=affine or model.min_scale=null"):
+        Flow(coupling="additive", min_scale=0.1)
+
+
+def test_min_scale_bounds_the_coupling_inverse_where_the_unbounded_one_overflows():
+    """A coupling net that asks for a vanishing scale (an off-data input at sampling time): Glow's
+    s = sigmoid(h + 2) underflows to 0 and the inverse (y - t)/s turns inf, then NaN downstream; with
+    min_scale=m the inverse expands by at most 1/m and stays finite, and forward/inverse still agree."""
+    from genlab.models.flow import AffineCoupling
+
+    y = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for min_scale in (None, 0.1):
+        coupling = AffineCoupling(4, 8, "channel", min_scale=min_scale)
+        with torch.no_grad():
+            coupling.net[-1].bias[:2] = -200.0  # the two raw log-scale channels: s -> sigmoid(-198)
+        with torch.no_grad():
+            results[min_scale] = coupling.inverse(y)
+            if min_scale is not None:
+                back, logdet = coupling(results[min_scale])
+                assert torch.allclose(back, y, atol=1e-5)
+                assert torch.allclose(logdet, torch.full((3,), 50 * math.log(0.1)), rtol=1e-5)
+    assert not torch.isfinite(results[None]).all()
+    bounded = results[0.1]
+    assert torch.isfinite(bounded).all()
+    assert torch.allclose(bounded[:, 2:], y[:, 2:] / 0.1, rtol=1e-5)  # t = 0: exactly the 10x bound
+    assert torch.equal(bounded[:, :2], y[:, :2])  # the conditioning half passes unchanged
 
 
 def test_coarse_options_size_only_the_coarsest_scale():

@@ -120,13 +120,19 @@ def coupling_net(in_ch: int, out_ch: int, hidden: int) -> nn.Module:
 class AffineCoupling(nn.Module):
     """y_b = x_b·s(x_a) + t(x_a), y_a = x_a (Dinh et al. 2017, eq. 4-5) with s = sigmoid(h + 2) as in Glow's
     code (bounded, starts near 1); `additive=True` keeps s = 1, y_b = x_b + t(x_a) (NICE, Dinh et al. 2015;
-    Glow's additive coupling), volume-preserving (log-det 0). `mask="channel"` splits channels in halves;
+    Glow's additive coupling), volume-preserving (log-det 0). `min_scale=m` bounds the scale from below,
+    s = m + (1 - m)·sigmoid(h + 2), so the inverse (y_b - t)/s expands by at most 1/m per coupling: with
+    s -> 0 allowed, codes off the data (a sample's) can make the inverse explode to inf/NaN (Behrmann et al.
+    2021, "Understanding and mitigating exploding inverses in invertible neural networks").
+    `mask="channel"` splits channels in halves;
     `mask="checker0"`/`"checker1"` uses a spatial checkerboard (RealNVP sec. 3.4), the net seeing the masked
     input and the mask."""
 
-    def __init__(self, channels: int, hidden: int, mask: str, additive: bool = False) -> None:
+    def __init__(
+        self, channels: int, hidden: int, mask: str, additive: bool = False, min_scale: float | None = None
+    ) -> None:
         super().__init__()
-        self.mask, self.additive = mask, additive
+        self.mask, self.additive, self.min_scale = mask, additive, min_scale
         per_out = 1 if additive else 2  # t only, or (log s, t)
         if mask == "channel":
             self.n_a = channels // 2
@@ -145,6 +151,9 @@ class AffineCoupling(nn.Module):
             h = h.float()
             return torch.zeros_like(h), h
         raw_s, t = h.float().chunk(2, dim=1)
+        if self.min_scale is not None:
+            m = self.min_scale
+            return torch.log(m + (1 - m) * torch.sigmoid(raw_s + 2.0)), t
         log_s = nn.functional.logsigmoid(raw_s + 2.0)
         return log_s, t
 
@@ -219,6 +228,7 @@ class ImageFlow(nn.Module):
         coarse_hidden: int | None = None,
         additive: bool = False,
         split: bool = True,
+        min_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.shape = (channels, image_size, image_size)
@@ -226,7 +236,7 @@ class ImageFlow(nn.Module):
         self.priors = nn.ModuleList()  # one learned split prior per factored-out half (split_prior=true)
         # full resolution, before the first squeeze: alternating checkerboard couplings (RealNVP sec. 3.6)
         self.checker = nn.ModuleList(
-            AffineCoupling(channels, hidden, ("checker0", "checker1")[i % 2], additive)
+            AffineCoupling(channels, hidden, ("checker0", "checker1")[i % 2], additive, min_scale)
             for i in range(checker_steps)
         )
         self.checker_norms = nn.ModuleList(ActNorm(channels) for _ in range(checker_steps))
@@ -239,9 +249,8 @@ class ImageFlow(nn.Module):
             width = coarse_hidden if coarsest and coarse_hidden is not None else hidden
             layers = nn.ModuleList()
             for _ in range(n_steps):
-                layers.extend(
-                    [ActNorm(ch), InvConv1x1(ch, seed), AffineCoupling(ch, width, "channel", additive)]
-                )
+                coupling = AffineCoupling(ch, width, "channel", additive, min_scale)
+                layers.extend([ActNorm(ch), InvConv1x1(ch, seed), coupling])
                 seed += 1
             self.levels.append(layers)
             if self.splits_after(level, levels):
@@ -442,6 +451,7 @@ class Flow(GenerativeModel):
         coarse_steps: int | None = None,
         coarse_hidden: int | None = None,
         coupling: str = "affine",
+        min_scale: float | None = None,
         split: bool = True,
         conditional: bool = False,
         num_classes: int | None = None,
@@ -463,6 +473,16 @@ class Flow(GenerativeModel):
             raise ConfigError(
                 f"model.coupling={coupling!r} is not a coupling type; choose affine (RealNVP/Glow: "
                 "y = x·s + t) or additive (NICE/Glow-additive: y = x + t, volume-preserving)."
+            )
+        if min_scale is not None and not (isinstance(min_scale, (int, float)) and 0 < min_scale < 1):
+            raise ConfigError(
+                f"model.min_scale={min_scale!r} must lie in (0, 1) (e.g. 0.1: each affine coupling's inverse "
+                "expands by at most 10x), or null for Glow's unbounded s = sigmoid(h + 2)."
+            )
+        if min_scale is not None and coupling != "affine":
+            raise ConfigError(
+                f"model.min_scale={min_scale!r} bounds the affine coupling's scale; model.coupling="
+                f"{coupling!r} has none. Use model.coupling=affine or model.min_scale=null."
             )
         if checker_steps < 0 or any(v is not None and v < 1 for v in (coarse_steps, coarse_hidden)):
             raise ConfigError(
@@ -499,6 +519,7 @@ class Flow(GenerativeModel):
                 coarse_hidden,
                 additive=coupling == "additive",
                 split=split,
+                min_scale=min_scale,
             )
         else:
             self.save_hyperparameters(ignore=["optimizer"])
