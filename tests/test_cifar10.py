@@ -71,6 +71,12 @@ def test_cifar10_presets_train_on_colour_images(tmp_path, colour_folder, family)
     model = load_model(tmp_path / "checkpoints" / "last.ckpt")
     if family in ("vae", "vaegan", "gan"):
         assert model.hparams.upsample == "nearest"  # no checkerboards on photographs
+    if family == "flow":
+        assert model.hparams.min_scale == 0.1  # a bounded inverse: no NaN samples
+    from benchmarks.cifar10_curve import checkpoint_cpu_seconds
+
+    # the budget's clock is saved with every checkpoint: what the curves of benchmarks/cifar10_curve.py read
+    assert 0 < checkpoint_cpu_seconds(tmp_path / "checkpoints" / "last.ckpt") < 300
     samples = model.sample(4, generator=torch.Generator().manual_seed(1)).float()
     assert samples.shape == (4, 3, 32, 32)
     assert torch.isfinite(samples).all() and 0 <= float(samples.min()) and float(samples.max()) <= 1
@@ -174,6 +180,21 @@ def test_quality_cifar10_verdicts_mark_pass_and_miss():
     }
     assert "gan_fid_le_0.8x_dcgan" not in verdicts(summarise(runs[3:], ["gan"])[0])  # no baseline: no verdict
     json.dumps(summary)  # the result file holds it
+
+
+def test_cifar10_curve_fits_a_power_law_and_solves_for_the_target():
+    from benchmarks.cifar10_curve import extrapolate, nearest
+
+    cpu = [150.0, 300.0, 600.0]
+    fit = extrapolate(cpu, [400.0 * c**-0.25 for c in cpu], 50.0)  # FID = 400 t^-0.25 reaches 50 at 8^4 s
+    assert fit["b"] == pytest.approx(-0.25)
+    assert fit["budget_cpu_s"] == pytest.approx(4096.0)
+    assert fit["loo_budget_cpu_s"] == pytest.approx([4096.0] * 3)
+    noisy = extrapolate(cpu, [200.0, 150.0, 140.0], 100.0)
+    assert min(noisy["loo_budget_cpu_s"]) < noisy["budget_cpu_s"] < max(noisy["loo_budget_cpu_s"])
+    assert extrapolate(cpu, [200.0, 200.0, 210.0], 100.0)["budget_cpu_s"] is None  # not falling: no budget
+    ckpts = {Path("e1"): 40.0, Path("e4"): 160.0, Path("e8"): 310.0, Path("e9"): 330.0}
+    assert nearest(ckpts, [150, 300, 320]) == [Path("e4"), Path("e8"), Path("e9")]
 
 
 @pytest.mark.slow
