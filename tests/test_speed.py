@@ -225,12 +225,27 @@ def test_auto_keeps_fp32_on_mps_and_for_unverified_families(machine):
     machine(mps=True, cpu={"amx_bf16"})
     assert auto("vae", accelerator="auto")[:2] == ("32-true", False)  # Lightning's auto prefers MPS
     machine(cpu={"amx_bf16"}, cuda=True, bf16=True)
-    for family in ("diffusion", "flow", "some_plugin_family"):
+    for family in ("some_plugin_family", "rae"):
         assert family not in VERIFIED_FAMILIES
         precision, channels_last, line = auto(family, accelerator="cpu")
         assert (precision, channels_last) == ("32-true", False)
         assert f"{family} is not verified below fp32" in line
         assert auto(family, accelerator="gpu")[:2] == ("32-true", False)
+
+
+def test_auto_takes_channels_last_only_where_it_measured_faster(machine):
+    """Diffusion and the flow are verified at bf16-mixed (benchmarks/results/quality_precision.json); the
+    flow's networks ran faster channels-last beside it, diffusion's U-Net slower."""
+    machine(cpu={"avx512f", "avx512_bf16"})
+    precision, channels_last, line = auto("diffusion", accelerator="cpu")
+    assert (precision, channels_last) == ("bf16-mixed", False)
+    assert "diffusion verified" in line and "ran slower channels-last" in line
+    assert auto("flow", accelerator="cpu")[:2] == ("bf16-mixed", True)
+    machine(cuda=True, bf16=False, capability=(7, 5))
+    assert auto("diffusion", accelerator="gpu")[:2] == ("16-mixed", False)
+    assert auto("flow", accelerator="gpu")[:2] == ("16-mixed", True)
+    machine(cpu={"avx2"})
+    assert auto("flow", accelerator="cpu")[:2] == ("32-true", False)
 
 
 def test_an_explicit_value_always_wins(machine):

@@ -31,12 +31,16 @@ from genlab.errors import ConfigError
 
 SPEED_KEYS = ("channels_last", "compile", "reuse_memory")
 AUTO = "auto"
-# Families whose sample quality on the MNIST protocol (benchmarks/quality.py: 10 epochs, FID@1k Inception,
-# test MSE, seeds 0, 1, 2) stayed within seed noise of fp32 when trained with bf16-mixed and channels-last:
-# benchmarks/results/quality.json (the shipped defaults) against quality_fp32.json, seed by seed (RESULTS.md).
-# Diffusion and flow were not verified (a 3-seed protocol of theirs costs ~40 CPU-minutes each): fp32 under
-# `auto`. A family added here needs the same evidence.
-VERIFIED_FAMILIES = frozenset({"vae", "gan", "vaegan"})
+# Families whose sample quality on the MNIST protocol stayed within seed noise of fp32 when trained with
+# bf16-mixed, each with whether channels-last goes beside it (where it measured faster on this CPU,
+# benchmarks/results/speed_options.json). vae, gan, vaegan: benchmarks/quality.py (10 epochs, FID@1k
+# Inception, test MSE, seeds 0, 1, 2; quality.json against quality_fp32.json). diffusion, flow:
+# benchmarks/quality_precision.py (their presets at a third of their epochs, FID@1k and test bits/dim, seeds
+# 0, 1, 2, fp32 and bf16 arms; quality_precision.json). Beside bf16-mixed, diffusion's U-Net ran slower
+# channels-last (0.71x fp32's images per CPU second, against 1.74x contiguous), the flow faster (3.6x against
+# 1.8x). A family added here needs the same evidence.
+CHANNELS_LAST_WITH_MIXED = {"vae": True, "gan": True, "vaegan": True, "diffusion": False, "flow": True}
+VERIFIED_FAMILIES = frozenset(CHANNELS_LAST_WITH_MIXED)
 # /proc/cpuinfo flags of native bfloat16 arithmetic: AVX512-BF16 (Cooper Lake, Zen 4), AMX (Sapphire Rapids)
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # mallopt parameters (glibc malloc.h) and the largest mmap threshold glibc accepts on 64-bit systems
@@ -184,6 +188,9 @@ def resolve_speed_defaults(precision: Any, channels_last: Any, accelerator: Any,
     # want NHWC (measured on CPU: benchmarks/results/speed_options.json)
     mixed = str(chosen) in ("bf16-mixed", "16-mixed")
     if verified and hw.device in ("cpu", "cuda") and mixed:
+        if not CHANNELS_LAST_WITH_MIXED[family]:
+            why = f"auto: {family}'s networks ran slower channels-last beside mixed precision"
+            return SpeedChoice(chosen, precision_why, False, why)
         why = f"auto: beside {chosen}" if explicit_precision else precision_why
         return SpeedChoice(chosen, precision_why, True, why)
     if not verified:
