@@ -91,7 +91,9 @@ def test_flow_under_bf16_autocast_keeps_its_own_arithmetic_float32(coupling):
     assert z.dtype == logdet.dtype == bpd.dtype == back.dtype == torch.float32
     # the networks' bfloat16 rounding moves the codes a little; the flow's own sums add no error of theirs
     assert (z - z32).abs().max() < 0.1
-    assert (bpd - bpd32).abs().max() < 0.008  # bits/dim: 0.008 x 64 dims = 0.35 nats at most
+    # bits/dim: 0.012 x 64 dims = 0.53 nats at most (0.003-0.009 measured; the networks' bf16 rounding varies
+    # with the thread count); with the flow's own sums in bfloat16 too, 0.0155
+    assert (bpd - bpd32).abs().max() < 0.012
     # the inverse recomputes the networks' outputs in bfloat16 from inputs that differ from the forward
     # pass's by float32 rounding: now and then one rounds to a neighbouring bfloat16 value
     assert (back - x).abs().max() < 0.5 / 255  # within half an 8-bit level
