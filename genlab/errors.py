@@ -30,6 +30,10 @@ class CacheError(CheckpointError):
     """A cache file (reference features, domain classifier) that is unreadable or holds more than data."""
 
 
+class SampleError(GenlabError):
+    """Generated images that cannot be measured (NaN or infinite pixels)."""
+
+
 class DivergenceError(GenlabError):
     """Training produced a NaN or infinite loss."""
 

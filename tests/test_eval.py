@@ -136,3 +136,76 @@ def test_periodic_eval_logs_val_fid_during_training(classifier_cache, tmp_path):
     assert metrics["val/fid"] > 0
     log = json.dumps(read_metrics(tmp_path / "run")["config"]["callbacks"]["periodic_eval"])
     assert '"every_n_epochs": 1' in log
+
+
+def test_eval_refuses_to_score_nan_samples(vae_smoke_run, classifier_cache, tmp_path, capsys, monkeypatch):
+    """NaN pixels are not scored as whatever a uint8 cast makes of them: one paragraph, exit 2, no metrics."""
+    import torch
+
+    from genlab.errors import SampleError
+    from genlab.metrics.sampling import check_finite
+
+    fine = torch.rand(4, 3, 8, 8)
+    assert check_finite(fine) is fine
+    broken = fine.clone()
+    broken[2, 1, 3, 3] = float("nan")
+    broken[3, 0, 0, 0] = float("inf")
+    with pytest.raises(SampleError, match=r"2 of 4 generated images hold NaN or infinite .* number 2\)"):
+        check_finite(broken)
+
+    # a model whose samples overflow (as a flow's coupling inverse did off the data); its weights are finite
+    from genlab.models.vae import VAE
+
+    real_sample = VAE.sample
+
+    def overflowing(self, n, generator=None, labels=None):
+        images = real_sample(self, n, generator=generator, labels=labels)
+        images[::3] = float("nan")
+        return images
+
+    monkeypatch.setattr(VAE, "sample", overflowing)
+    ckpt = vae_smoke_run / "checkpoints" / "last.ckpt"
+    monkeypatch.chdir(tmp_path)
+    genlab_main(
+        "eval",
+        f"ckpt={ckpt}",
+        "metrics.backbone=classifier",
+        f"paths.cache_dir={classifier_cache}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        expect=2,
+    )
+    err = capsys.readouterr().err
+    assert "generated images hold NaN or infinite pixel values" in err and "Traceback" not in err
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_periodic_eval_scores_nan_samples_as_infinite_fid(classifier_cache, tmp_path, capsys, monkeypatch):
+    """During training unscorable samples give val/fid = inf (the worst score, so a monitored val/fid is
+    never missing) and a console line, not a crashed run."""
+    from genlab.models.vae import VAE
+
+    real_sample = VAE.sample
+
+    def overflowing(self, n, generator=None, labels=None):
+        images = real_sample(self, n, generator=generator, labels=labels)
+        images[0] = float("nan")
+        return images
+
+    monkeypatch.setattr(VAE, "sample", overflowing)
+    monkeypatch.chdir(tmp_path)
+    genlab_main(
+        "train",
+        "model=vae",
+        "trainer=smoke",
+        "metrics.every_n_epochs=1",
+        "metrics.backbone=classifier",
+        "metrics.periodic_n=40",
+        f"paths.cache_dir={classifier_cache}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    metrics = read_metrics(tmp_path / "run")["metrics"]
+    assert metrics["val/fid"] is None and metrics["val/kid"] is None  # inf is logged; JSON writes null
+    assert "test/confident_fraction" not in metrics  # the run stands, its samples are not scored
+    out = capsys.readouterr().out
+    assert "val/fid = inf: 1 of 40 generated images hold NaN" in out and "fid inf kid inf" in out
+    assert "confident fraction not measured: 10 of 1000 generated images hold NaN" in out

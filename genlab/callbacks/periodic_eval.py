@@ -67,6 +67,7 @@ class PeriodicEval(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._due(trainer):
             return
+        from genlab.errors import SampleError
         from genlab.metrics.evaluate import evaluate_images, generated_images, real_images
 
         datamodule = trainer.datamodule
@@ -75,7 +76,17 @@ class PeriodicEval(Callback):
         if self.backbone is None:
             self._build_backbone(datamodule, pl_module.device)
         settings = self.settings
-        fake = generated_images(pl_module, settings.n_fake, settings.seed, settings.batch_size)
+        try:
+            fake = generated_images(pl_module, settings.n_fake, settings.seed, settings.batch_size)
+        except SampleError as err:
+            # unscorable samples are the worst score, not a crash of the training run (nor a silent skip
+            # that leaves a monitored val/fid missing): FID and KID infinite, the reason on the console
+            from genlab import console
+
+            console.echo(f"  epoch {trainer.current_epoch}: val/fid = inf: {err}")
+            self.last = {"val/fid": float("inf"), "val/kid": float("inf")}
+            pl_module.log_dict(self.last, on_epoch=True, sync_dist=False)
+            return
         split, n, seed = settings.reference_split, settings.n_real, settings.reference_seed
         metrics, _, _ = evaluate_images(
             fake,

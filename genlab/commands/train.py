@@ -281,14 +281,19 @@ def _fit(
     ckpt = trainer.checkpoint_callback
     last = ckpt.last_model_path if ckpt and ckpt.last_model_path else None
     if trainer.is_global_zero:
+        from genlab.errors import SampleError
         from genlab.metrics.class_coverage import cached_confident_fraction
 
         # recognisable samples at a glance, when a domain classifier for this data is cached
-        confident = (
-            None
-            if signum
-            else cached_confident_fraction(model, datamodule, cfg.paths.cache_dir, seed=cfg.seed)
-        )
+        try:
+            confident = (
+                None
+                if signum
+                else cached_confident_fraction(model, datamodule, cfg.paths.cache_dir, seed=cfg.seed)
+            )
+        except SampleError as err:  # the run and its checkpoints stand; its samples cannot be scored
+            confident = None
+            print(f"confident fraction not measured: {err}")
         if confident is not None:
             values["test/confident_fraction"] = confident  # of the final model's samples
             print(f"confident fraction: {confident:.3f} of 1,000 samples classified with probability >= 0.9")

@@ -77,6 +77,7 @@ def conditional_metrics(
     """The measures above for `model`, against the real images of `real_dataset` (the reference split);
     `classifier` is the domain classifier (ClassifierFeatures), `fid_features` the FID backbone."""
     from genlab.metrics.evaluate import extract, fid_from_features
+    from genlab.metrics.sampling import check_finite
 
     logits_net = classifier.with_output("logits")
     real = real_by_class(real_dataset, n_per_class, reference_seed)
@@ -96,6 +97,7 @@ def conditional_metrics(
                     for s in range(0, n_per_class, batch_size)
                 ]
             )
+            check_finite(fake, f"generated images of class {c}")
             hits = int((extract(logits_net, fake, batch_size).argmax(1) == c).sum())
             accuracy[c] = hits / len(fake)
             correct, total = correct + hits, total + len(fake)

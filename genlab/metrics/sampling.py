@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import torch
 
+from genlab.errors import SampleError
+
+
+def check_finite(images: torch.Tensor, what: str = "generated images") -> torch.Tensor:
+    """`images` unchanged, or SampleError when any holds a NaN or infinite pixel: every score of such images
+    would be meaningless (an image backbone's uint8 cast turns NaN into arbitrary grey levels)."""
+    bad = ~torch.isfinite(images.flatten(1)).all(1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise SampleError(
+            f"{int(bad.sum())} of {len(images)} {what} hold NaN or infinite pixel values (the first is "
+            f"number {first}), so FID and every other score of them would be meaningless; nothing was "
+            "scored. The model makes them, not the evaluation: a flow whose coupling inverse overflows "
+            "off the data (retrain it with model.min_scale=0.1, which bounds each inverse's expansion), "
+            "or weights that diverged (read the run's training losses)."
+        )
+    return images
+
 
 @torch.no_grad()
 def generated_images(model, n: int, seed: int, batch_size: int) -> torch.Tensor:
@@ -20,4 +38,4 @@ def generated_images(model, n: int, seed: int, batch_size: int) -> torch.Tensor:
         ]
     finally:
         model.train(was_training)
-    return torch.cat(parts)
+    return check_finite(torch.cat(parts))
