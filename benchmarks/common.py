@@ -40,6 +40,24 @@ def environment() -> dict:
     }
 
 
+def merge_families(old: dict, new: dict, batch_size: int, steps: int, order=None) -> dict:
+    """`--merge` of the per-family benchmarks: the family rows of an earlier result file `old` that `new`
+    (this run's rows) does not re-measure, each stamped with the run that measured it (unless it carries a
+    stamp already), then `new`'s rows; in `order` when given. Refuses (SystemExit) a file measured with
+    another batch size or steps per round: its ratios would not compare."""
+    settings = old["settings"]
+    if (settings["batch_size"], settings["steps_per_round"]) != (batch_size, steps):
+        raise SystemExit("--merge: the existing file was measured with other settings; run every family")
+    stamp = {k: old["environment"][k] for k in ("date_utc", "git_commit")}
+    merged = {
+        family: {"measured": stamp, **row} if "measured" not in row else row
+        for family, row in old["families"].items()
+        if family not in new
+    }
+    merged.update(new)
+    return {f: merged[f] for f in order if f in merged} if order is not None else merged
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

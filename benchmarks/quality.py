@@ -58,10 +58,50 @@ def timed(command: list[str], cwd: Path, timeout: float) -> tuple[float, float, 
     return time.perf_counter() - wall, children_cpu_s() - cpu, proc.stdout
 
 
+def run_args(seed: int, work: Path) -> list[str]:
+    """The `genlab train` overrides every protocol run shares: its seed, one thread, no logger, no test of
+    its own (the evaluation scores the test split), the work folder's shared cache."""
+    return [f"seed={seed}", "threads=1", "logger=none", "test=false", f"paths.cache_dir={work / 'cache'}"]
+
+
+def train_then_eval(
+    out: Path, work: Path, train_args: list[str], eval_args: list[str]
+) -> tuple[dict, dict, dict]:
+    """`genlab <train_args>` into out/train, then `genlab eval ckpt=<its last checkpoint> <eval_args>` into
+    out/eval, both timed from `work`: (the run's metrics.json, the evaluation's metrics, the row fields every
+    protocol records: what auto resolved, CPU and wall seconds, the load, the step count, both commands)."""
+    train_args = [*train_args, f"hydra.run.dir={out / 'train'}"]
+    load = os.getloadavg()[0]
+    wall, cpu, _ = timed([str(BIN / "genlab"), *train_args], work, timeout=7200)
+    trained = json.loads((out / "train" / "metrics.json").read_text())
+    eval_args = [
+        "eval",
+        f"ckpt={trained['checkpoints']['last']}",
+        *eval_args,
+        f"hydra.run.dir={out / 'eval'}",
+    ]
+    eval_wall, eval_cpu, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
+    scored = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
+    config = trained.get("config") or {}
+    fields = {
+        # what the run trained with (trainer.precision/speed.channels_last `auto` resolved by genlab train)
+        "precision": (config.get("trainer") or {}).get("precision"),
+        "channels_last": (config.get("speed") or {}).get("channels_last"),
+        "global_step": trained.get("global_step"),
+        "train_wall_s": wall,
+        "train_cpu_s": cpu,  # the whole `genlab train` command: start-up and data scan included
+        "eval_wall_s": eval_wall,
+        "eval_cpu_s": eval_cpu,
+        "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
+        "train_command": "genlab " + " ".join(train_args),
+        "eval_command": "genlab " + " ".join(eval_args),
+    }
+    return trained, scored, fields
+
+
 def genlab_run(
     family: str, seed: int, work: Path, common: dict, extra_train: list[str], extra_eval: list[str]
 ) -> dict:
-    run = work / f"{family}_seed{seed}"
     cache = f"paths.cache_dir={work / 'cache'}"
     train_args = [
         "train",
@@ -70,50 +110,27 @@ def genlab_run(
         f"model.latent_dim={common['latent']}",
         "trainer=cpu",
         f"trainer.max_epochs={common['epochs']}",
-        f"seed={seed}",
-        "threads=1",
-        "logger=none",
-        "test=false",  # the evaluation below scores the test split
-        cache,
-        f"hydra.run.dir={run / 'train'}",
+        *run_args(seed, work),
         *extra_train,
     ]
-    load = os.getloadavg()[0]
-    wall, cpu, _ = timed([str(BIN / "genlab"), *train_args], work, timeout=7200)
-    trained = json.loads((run / "train" / "metrics.json").read_text())
     eval_args = [
-        "eval",
-        f"ckpt={trained['checkpoints']['last']}",
         f"metrics.backbone={common['backbone']}",
         f"metrics.n_real={common['n']}",
         f"metrics.n_fake={common['n']}",
         "threads=1",
         *[a for a in common["data_args"] if a.startswith(("data.root", "data.download"))],
         cache,
-        f"hydra.run.dir={run / 'eval'}",
         *extra_eval,
     ]
-    eval_wall, eval_cpu, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
-    scored = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
-    config = trained.get("config") or {}
+    trained, scored, fields = train_then_eval(work / f"{family}_seed{seed}", work, train_args, eval_args)
     return {
         "family": family,
         "seed": seed,
-        # what the run trained with (trainer.precision/speed.channels_last `auto` resolved by genlab train)
-        "precision": (config.get("trainer") or {}).get("precision"),
-        "channels_last": (config.get("speed") or {}).get("channels_last"),
-        "eval_cpu_s": eval_cpu,
         "fid": scored["fid"],
         "kid": scored.get("kid"),
         "recon_mse": scored.get("recon_mse"),
         "confident_fraction": trained["metrics"].get("test/confident_fraction"),
-        "train_wall_s": wall,
-        "train_cpu_s": cpu,
-        "eval_wall_s": eval_wall,
-        "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
-        "global_step": trained.get("global_step"),
-        "train_command": "genlab " + " ".join(train_args),
-        "eval_command": "genlab " + " ".join(eval_args),
+        **fields,
     }
 
 

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import BIN, REPO, RESULTS_DIR, markdown_table, verdict, write_result
-from benchmarks.quality import kept_run, mean_std, pm, scored_script, timed
+from benchmarks.common import REPO, RESULTS_DIR, markdown_table, verdict, write_result
+from benchmarks.quality import kept_run, mean_std, pm, run_args, scored_script, timed, train_then_eval
 
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-subset"
 FAMILIES = ("gan", "vae", "vaegan")  # >= 3 seeds
@@ -47,7 +46,6 @@ TARGETS = (
 
 
 def genlab_run(family: str, seed: int, work: Path, common: dict, grids: Path | None) -> dict:
-    run = work / f"{family}_seed{seed}"
     cache = f"paths.cache_dir={work / 'cache'}"
     root = f"data.root={common['root']}"
     train_args = [
@@ -55,32 +53,20 @@ def genlab_run(family: str, seed: int, work: Path, common: dict, grids: Path | N
         f"experiment={family}_cifar10",
         root,
         f"callbacks.cpu_budget.seconds={common['budget']}",
-        f"seed={seed}",
-        "threads=1",
-        "logger=none",
-        "test=false",  # the evaluation below scores the test split
-        cache,
-        f"hydra.run.dir={run / 'train'}",
+        *run_args(seed, work),
         *common["extra_train"],
     ]
-    load = os.getloadavg()[0]
-    wall, cpu, _ = timed([str(BIN / "genlab"), *train_args], work, timeout=7200)
-    trained = json.loads((run / "train" / "metrics.json").read_text())
-    ckpt = trained["checkpoints"]["last"]
     eval_args = [
-        "eval",
-        f"ckpt={ckpt}",
         f"metrics.n_real={common['n']}",
         f"metrics.n_fake={common['n']}",
         f"metrics.n_bpd={common['n_bpd']}",
         "threads=1",
         root,
         cache,
-        f"hydra.run.dir={run / 'eval'}",
         *common["extra_eval"],
     ]
-    eval_wall, eval_cpu, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
-    scored = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
+    trained, scored, fields = train_then_eval(work / f"{family}_seed{seed}", work, train_args, eval_args)
+    ckpt = trained["checkpoints"]["last"]
     colour_args = [f"--ckpt={ckpt}", f"--root={common['root']}", f"--n={common['n_colour']}"]
     if grids is not None:
         colour_args += [
@@ -89,11 +75,9 @@ def genlab_run(family: str, seed: int, work: Path, common: dict, grids: Path | N
         ]
     printed = timed([sys.executable, "-m", "benchmarks.colour", *colour_args], REPO, 3600)[2]
     colour = json.loads(printed.strip().splitlines()[-1])  # progress lines (long sampling) come first
-    config = trained.get("config") or {}
     return {
         "family": family,
         "seed": seed,
-        "precision": (config.get("trainer") or {}).get("precision"),
         "fid": scored["fid"],
         "kid": scored.get("kid"),
         "recon_mse": scored.get("recon_mse"),
@@ -101,14 +85,7 @@ def genlab_run(family: str, seed: int, work: Path, common: dict, grids: Path | N
         "bpd_bound": scored.get("bpd_bound"),
         **{k: colour.get(k) for k in ("sample_spread_ratio", "recon_spread_ratio", "real_spread")},
         "budget_cpu_s": common["budget"],
-        "train_wall_s": wall,
-        "train_cpu_s": cpu,  # the whole `genlab train` command: start-up and data scan included
-        "eval_wall_s": eval_wall,
-        "eval_cpu_s": eval_cpu,
-        "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
-        "global_step": trained.get("global_step"),
-        "train_command": "genlab " + " ".join(train_args),
-        "eval_command": "genlab " + " ".join(eval_args),
+        **fields,
     }
 
 

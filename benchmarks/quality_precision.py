@@ -25,13 +25,19 @@ write the table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import BIN, SHARED_MNIST, markdown_table, write_result
-from benchmarks.quality import ensure_classifier, kept_run, pm, timed, versus, within_noise
+from benchmarks.common import SHARED_MNIST, markdown_table, write_result
+from benchmarks.quality import (
+    ensure_classifier,
+    kept_run,
+    pm,
+    run_args,
+    train_then_eval,
+    versus,
+    within_noise,
+)
 
 # family -> (preset, epochs: a third of the preset's, test images scored for bits/dim)
 FAMILIES = {"diffusion": ("ddpm_mnist", 5, 250), "flow": ("flow_mnist", 13, 1000)}
@@ -51,7 +57,6 @@ def run(family: str, arm: str, seed: int, work: Path, common: dict) -> dict:
     preset = FAMILIES[family][0]
     epochs, n_bpd, root, n = common["epochs"][family], common["n_bpd"][family], common["root"], common["n"]
     settings = FP32 if arm == "fp32" else BF16[family]
-    out = work / f"{family}_{arm}_seed{seed}"
     cache = f"paths.cache_dir={work / 'cache'}"
     train_args = [
         "train",
@@ -59,51 +64,30 @@ def run(family: str, arm: str, seed: int, work: Path, common: dict) -> dict:
         f"data.root={root}",
         "data.download=false",
         f"trainer.max_epochs={epochs}",
-        f"seed={seed}",
-        "threads=1",
-        "logger=none",
-        "test=false",  # the evaluation below scores the test split
+        *run_args(seed, work),
         *(f"{key}={value}" for key, value in settings.items()),
-        cache,
-        f"hydra.run.dir={out / 'train'}",
         *common["extra_train"],
     ]
-    load = os.getloadavg()[0]
-    wall, cpu, _ = timed([str(BIN / "genlab"), *train_args], work, timeout=7200)
-    trained = json.loads((out / "train" / "metrics.json").read_text())
     eval_args = [
-        "eval",
-        f"ckpt={trained['checkpoints']['last']}",
         f"metrics.n_real={n}",
         f"metrics.n_fake={n}",
         f"metrics.n_bpd={n_bpd}",
         "threads=1",
         f"data.root={root}",
         cache,
-        f"hydra.run.dir={out / 'eval'}",
         *common["extra_eval"],
     ]
-    eval_wall, eval_cpu, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
-    scored = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
-    config = trained.get("config") or {}
+    out = work / f"{family}_{arm}_seed{seed}"
+    trained, scored, fields = train_then_eval(out, work, train_args, eval_args)
     return {
         "family": family,
         "arm": arm,
         "seed": seed,
-        "precision": (config.get("trainer") or {}).get("precision"),
-        "channels_last": (config.get("speed") or {}).get("channels_last"),
         "fid": scored["fid"],
         "kid": scored.get("kid"),
         "bpd": scored.get("bpd"),
         "confident_fraction": trained["metrics"].get("test/confident_fraction"),
-        "global_step": trained.get("global_step"),
-        "train_wall_s": wall,
-        "train_cpu_s": cpu,
-        "eval_wall_s": eval_wall,
-        "eval_cpu_s": eval_cpu,
-        "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
-        "train_command": "genlab " + " ".join(train_args),
-        "eval_command": "genlab " + " ".join(eval_args),
+        **fields,
     }
 
 

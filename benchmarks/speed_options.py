@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, environment, markdown_table, median, write_result
+from benchmarks.common import RESULTS_DIR, environment, markdown_table, median, merge_families, write_result
 
 FP32 = ["trainer.precision=32-true"]
 BF16 = ["trainer.precision=bf16-mixed"]
@@ -190,19 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     results_dir = args.results_dir or RESULTS_DIR
     stamp = environment()
     for family in result["families"].values():
-        family["measured"] = f"{stamp['date_utc']}, genlab {stamp['git_commit']}"
+        family["measured"] = {k: stamp[k] for k in ("date_utc", "git_commit")}
     if args.merge and (results_dir / "speed_options.json").is_file():
         old = json.loads((results_dir / "speed_options.json").read_text())
-        settings = old["settings"]
-        if (settings["batch_size"], settings["steps_per_round"]) != (args.batch_size, args.steps):
-            raise SystemExit("--merge: the existing file was measured with other settings; run every family")
-        env = old["environment"]
-        merged = {
-            family: {"measured": f"{env['date_utc']}, genlab {env['git_commit']}", **row}
-            for family, row in old["families"].items()
-            if family not in result["families"]
-        }
-        merged.update(result["families"])
+        merged = merge_families(old, result["families"], args.batch_size, args.steps)
         run = result["settings"]
         result = assemble(
             merged,

@@ -58,6 +58,7 @@ from benchmarks.common import (
     current_rss_mb,
     markdown_table,
     median,
+    merge_families,
     peak_rss_mb,
     reset_peak_rss,
     run_json_child,
@@ -1062,19 +1063,7 @@ def main(argv: list[str] | None = None) -> None:
     results_dir = args.results_dir or RESULTS_DIR
     if args.merge and (results_dir / "throughput.json").is_file():
         old = json.loads((results_dir / "throughput.json").read_text())
-        settings = old["settings"]
-        if (settings["batch_size"], settings["steps_per_round"]) != (args.batch_size, args.steps):
-            raise SystemExit("--merge: the existing file was measured with other settings; run every family")
-        merged = {}
-        for family in FAMILIES:
-            if family in result["families"]:
-                merged[family] = result["families"][family]
-            elif family in old["families"]:
-                stamp = old["environment"]
-                merged[family] = {
-                    "measured": {"date_utc": stamp["date_utc"], "git_commit": stamp["git_commit"]},
-                    **old["families"][family],
-                }
+        merged = merge_families(old, result["families"], args.batch_size, args.steps, FAMILIES)
         threads = result["settings"]["torch_threads"]
         inception = result.get("inception") or old.get("inception")
         result = assemble(

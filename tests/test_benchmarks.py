@@ -218,3 +218,25 @@ def test_study_quick_tiny_runs_the_study_and_reads_its_estimate(tmp_path):
     assert "estimated time" in measured["estimate_printed"] and "2 free core" in measured["estimate_printed"]
     assert measured["verdict_rows"] >= 5  # the claims on vae and gan, each printed with its mark
     assert result["passed"] is True
+
+
+def test_merge_families_keeps_unmeasured_rows_stamped_with_their_run():
+    from benchmarks.common import merge_families
+
+    old = {
+        "settings": {"batch_size": 128, "steps_per_round": 50},
+        "environment": {"date_utc": "2026-12-01T10:00", "git_commit": "abc1234", "host": "x"},
+        "families": {
+            "vae": {"ratio": 1.0},
+            "gan": {"ratio": 0.9, "measured": {"date_utc": "2026-11-01T09:00", "git_commit": "0ld0ld0"}},
+            "flow": {"ratio": 0.5},
+        },
+    }
+    new = {"flow": {"ratio": 2.8, "measured": {"date_utc": "2026-12-07T20:00", "git_commit": "new1234"}}}
+    merged = merge_families(old, new, 128, 50, order=("vae", "gan", "vaegan", "flow"))
+    assert list(merged) == ["vae", "gan", "flow"]
+    assert merged["vae"] == {"measured": {"date_utc": "2026-12-01T10:00", "git_commit": "abc1234"}, "ratio": 1.0}
+    assert merged["gan"]["measured"]["git_commit"] == "0ld0ld0"  # an earlier merge's stamp stays
+    assert merged["flow"]["ratio"] == 2.8
+    with pytest.raises(SystemExit, match="other settings"):
+        merge_families(old, new, 64, 50)
