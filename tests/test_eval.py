@@ -138,6 +138,21 @@ def test_periodic_eval_logs_val_fid_during_training(classifier_cache, tmp_path):
     assert '"every_n_epochs": 1' in log
 
 
+def overflowing_vae_samples(monkeypatch, every: int) -> None:
+    """VAE samples with every `every`-th image of each batch NaN, as a flow's overflowing coupling inverse
+    made them off the data (the model's weights stay finite, so loading accepts it)."""
+    from genlab.models.vae import VAE
+
+    real_sample = VAE.sample
+
+    def overflowing(self, n, generator=None, labels=None):
+        images = real_sample(self, n, generator=generator, labels=labels)
+        images[::every] = float("nan")
+        return images
+
+    monkeypatch.setattr(VAE, "sample", overflowing)
+
+
 def test_eval_refuses_to_score_nan_samples(vae_smoke_run, classifier_cache, tmp_path, capsys, monkeypatch):
     """NaN pixels are not scored as whatever a uint8 cast makes of them: one paragraph, exit 2, no metrics."""
     import torch
@@ -153,17 +168,7 @@ def test_eval_refuses_to_score_nan_samples(vae_smoke_run, classifier_cache, tmp_
     with pytest.raises(SampleError, match=r"2 of 4 generated images hold NaN or infinite .* number 2\)"):
         check_finite(broken)
 
-    # a model whose samples overflow (as a flow's coupling inverse did off the data); its weights are finite
-    from genlab.models.vae import VAE
-
-    real_sample = VAE.sample
-
-    def overflowing(self, n, generator=None, labels=None):
-        images = real_sample(self, n, generator=generator, labels=labels)
-        images[::3] = float("nan")
-        return images
-
-    monkeypatch.setattr(VAE, "sample", overflowing)
+    overflowing_vae_samples(monkeypatch, every=3)
     ckpt = vae_smoke_run / "checkpoints" / "last.ckpt"
     monkeypatch.chdir(tmp_path)
     genlab_main(
@@ -182,16 +187,7 @@ def test_eval_refuses_to_score_nan_samples(vae_smoke_run, classifier_cache, tmp_
 def test_periodic_eval_scores_nan_samples_as_infinite_fid(classifier_cache, tmp_path, capsys, monkeypatch):
     """During training unscorable samples give val/fid = inf (the worst score, so a monitored val/fid is
     never missing) and a console line, not a crashed run."""
-    from genlab.models.vae import VAE
-
-    real_sample = VAE.sample
-
-    def overflowing(self, n, generator=None, labels=None):
-        images = real_sample(self, n, generator=generator, labels=labels)
-        images[0] = float("nan")
-        return images
-
-    monkeypatch.setattr(VAE, "sample", overflowing)
+    overflowing_vae_samples(monkeypatch, every=1000)  # the first image of each batch
     monkeypatch.chdir(tmp_path)
     genlab_main(
         "train",
