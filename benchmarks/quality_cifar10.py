@@ -179,9 +179,11 @@ def benchmark(
     work_dir: Path | None = None,
     grids_dir: Path | None = RESULTS_DIR / GRIDS,
     grid_seed: int = 0,
+    more_seeds: dict[str, tuple[int, ...]] | None = None,
 ) -> dict:
-    """The runs of `seeds` (families and baseline) and `extra_seeds` (extra families); sample grids of
-    the runs with seed `grid_seed` go to `grids_dir`."""
+    """The runs of `seeds` (families and baseline), `extra_seeds` (extra families) and `more_seeds` (further
+    seeds of named rows, e.g. {"gan": (3, 4)}, to narrow a verdict); sample grids of the runs with seed
+    `grid_seed` go to `grids_dir`."""
     if not (Path(root) / "train").is_dir():
         return {"skipped": f"the CIFAR-10 subset not found at {root}", "passed": None, "table": ""}
     common = {
@@ -203,6 +205,7 @@ def benchmark(
 
         plan = [(f, s) for s in seeds for f in ((BASELINE,) if baseline else ()) + tuple(families)]
         plan += [(f, s) for s in extra_seeds for f in extra_families]
+        plan += [(f, s) for f, more in (more_seeds or {}).items() for s in more if (f, s) not in plan]
         for family, seed in plan:  # seeds outermost: an interrupted run still has the families side by side
             grids = grids_dir if seed == grid_seed else None
             if family == BASELINE:
@@ -249,6 +252,7 @@ def benchmark(
             "families": list(families),
             "extra_families": list(extra_families),
             "extra_seeds": list(extra_seeds),
+            "more_seeds": {f: list(more) for f, more in (more_seeds or {}).items()},
             "baseline": baseline,
             "root": str(root),
             "budget_cpu_s_per_run": budget,
@@ -277,6 +281,21 @@ def benchmark(
     }
 
 
+def more_seeds(specs: list[str], rows: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """`--more-seeds gan=3,4` options as {"gan": (3, 4)}; SystemExit names a malformed one."""
+    out: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        row, _, seeds = spec.partition("=")
+        try:
+            out[row] = out.get(row, ()) + tuple(int(s) for s in seeds.split(","))
+        except ValueError:
+            out[row] = ()
+        if row not in rows or not out[row]:
+            choices = ", ".join(rows)
+            raise SystemExit(f"--more-seeds {spec!r}: give ROW=SEEDS with ROW one of {choices}, e.g. gan=3,4")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -295,6 +314,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-override", action="append", default=[], help="extra `genlab train` override")
     parser.add_argument("--eval-override", action="append", default=[], help="extra `genlab eval` override")
     parser.add_argument("--grid-seed", type=int, default=0, help="runs of this seed save sample grids")
+    parser.add_argument(
+        "--more-seeds",
+        action="append",
+        default=[],
+        metavar="ROW=SEEDS",
+        help="further seeds of one row, e.g. gan=3,4 (repeatable)",
+    )
     parser.add_argument(
         "--note", action="append", default=[], help="a line for the result's notes (RESULTS.md lists them)"
     )
@@ -322,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         work_dir=args.work_dir,
         grids_dir=results_dir / GRIDS,
         grid_seed=args.grid_seed,
+        more_seeds=more_seeds(args.more_seeds, (*FAMILIES, *EXTRA_FAMILIES, BASELINE)),
     )
     if args.note:
         result["notes"] = args.note
