@@ -23,8 +23,8 @@ import math
 import os
 from pathlib import Path
 
-from benchmarks.common import BIN, write_result
-from benchmarks.quality import timed
+from benchmarks.common import write_result
+from benchmarks.quality import timed_eval
 from benchmarks.quality_cifar10 import SHARED_CIFAR10
 
 
@@ -75,29 +75,23 @@ def extrapolate(cpu_s: list[float], fid: list[float], target: float) -> dict:
 
 
 def score(ckpt: Path, work: Path, root: Path, n: int, n_bpd: int) -> dict:
-    run = work / f"eval_{ckpt.stem}"
-    args = [
-        str(BIN / "genlab"),
-        "eval",
-        f"ckpt={ckpt}",
+    eval_args = [
         f"metrics.n_real={n}",
         f"metrics.n_fake={n}",
         f"metrics.n_bpd={n_bpd}",
         "threads=1",
         f"data.root={root}",
         f"paths.cache_dir={work / 'cache'}",
-        f"hydra.run.dir={run}",
     ]
     load = os.getloadavg()[0]
-    wall, cpu, _ = timed(args, work, timeout=7200)
-    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    metrics, fields = timed_eval(ckpt, work / f"eval_{ckpt.stem}", work, eval_args)
     return {
         "checkpoint": ckpt.name,
         "train_cpu_s": checkpoint_cpu_seconds(ckpt),
         "fid": metrics["fid"],
         "bpd": metrics.get("bpd"),
-        "eval_wall_s": wall,
-        "eval_cpu_s": cpu,
+        "eval_wall_s": fields["eval_wall_s"],
+        "eval_cpu_s": fields["eval_cpu_s"],
         "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
     }
 

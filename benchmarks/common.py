@@ -49,11 +49,8 @@ def merge_families(old: dict, new: dict, batch_size: int, steps: int, order=None
     if (settings["batch_size"], settings["steps_per_round"]) != (batch_size, steps):
         raise SystemExit("--merge: the existing file was measured with other settings; run every family")
     stamp = {k: old["environment"][k] for k in ("date_utc", "git_commit")}
-    merged = {
-        family: {"measured": stamp, **row} if "measured" not in row else row
-        for family, row in old["families"].items()
-        if family not in new
-    }
+    # a row's own stamp (from an earlier merge) wins over its file's
+    merged = {f: {"measured": stamp, **row} for f, row in old["families"].items() if f not in new}
     merged.update(new)
     return {f: merged[f] for f in order if f in merged} if order is not None else merged
 

@@ -64,6 +64,15 @@ def run_args(seed: int, work: Path) -> list[str]:
     return [f"seed={seed}", "threads=1", "logger=none", "test=false", f"paths.cache_dir={work / 'cache'}"]
 
 
+def timed_eval(ckpt: str | Path, out: Path, work: Path, eval_args: list[str]) -> tuple[dict, dict]:
+    """`genlab eval ckpt=<ckpt> <eval_args>` into `out`, timed from `work`: (its metrics, the row fields
+    eval_wall_s, eval_cpu_s and eval_command)."""
+    command = ["eval", f"ckpt={ckpt}", *eval_args, f"hydra.run.dir={out}"]
+    wall, cpu, _ = timed([str(BIN / "genlab"), *command], work, timeout=7200)
+    scored = json.loads((out / "metrics.json").read_text())["metrics"]
+    return scored, {"eval_wall_s": wall, "eval_cpu_s": cpu, "eval_command": "genlab " + " ".join(command)}
+
+
 def train_then_eval(
     out: Path, work: Path, train_args: list[str], eval_args: list[str]
 ) -> tuple[dict, dict, dict]:
@@ -74,14 +83,7 @@ def train_then_eval(
     load = os.getloadavg()[0]
     wall, cpu, _ = timed([str(BIN / "genlab"), *train_args], work, timeout=7200)
     trained = json.loads((out / "train" / "metrics.json").read_text())
-    eval_args = [
-        "eval",
-        f"ckpt={trained['checkpoints']['last']}",
-        *eval_args,
-        f"hydra.run.dir={out / 'eval'}",
-    ]
-    eval_wall, eval_cpu, _ = timed([str(BIN / "genlab"), *eval_args], work, timeout=7200)
-    scored = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
+    scored, eval_fields = timed_eval(trained["checkpoints"]["last"], out / "eval", work, eval_args)
     config = trained.get("config") or {}
     fields = {
         # what the run trained with (trainer.precision/speed.channels_last `auto` resolved by genlab train)
@@ -90,11 +92,9 @@ def train_then_eval(
         "global_step": trained.get("global_step"),
         "train_wall_s": wall,
         "train_cpu_s": cpu,  # the whole `genlab train` command: start-up and data scan included
-        "eval_wall_s": eval_wall,
-        "eval_cpu_s": eval_cpu,
         "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
         "train_command": "genlab " + " ".join(train_args),
-        "eval_command": "genlab " + " ".join(eval_args),
+        **eval_fields,  # eval_wall_s, eval_cpu_s, eval_command
     }
     return trained, scored, fields
 
