@@ -235,7 +235,8 @@ def test_merge_families_keeps_unmeasured_rows_stamped_with_their_run():
     new = {"flow": {"ratio": 2.8, "measured": {"date_utc": "2026-12-07T20:00", "git_commit": "new1234"}}}
     merged = merge_families(old, new, 128, 50, order=("vae", "gan", "vaegan", "flow"))
     assert list(merged) == ["vae", "gan", "flow"]
-    assert merged["vae"] == {"measured": {"date_utc": "2026-12-01T10:00", "git_commit": "abc1234"}, "ratio": 1.0}
+    stamp = {"date_utc": "2026-12-01T10:00", "git_commit": "abc1234"}  # the file's run, not its host
+    assert merged["vae"] == {"measured": stamp, "ratio": 1.0}
     assert merged["gan"]["measured"]["git_commit"] == "0ld0ld0"  # an earlier merge's stamp stays
     assert merged["flow"]["ratio"] == 2.8
     with pytest.raises(SystemExit, match="other settings"):
