@@ -176,15 +176,23 @@ def test_gan_ring_experiment_covers_the_ring_through_the_cli(tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_ema_generator_gets_its_own_batch_norm_statistics():
-    """Standing statistics (Brock et al. 2019): at each epoch end the EMA generator's batch-norm statistics
-    are measured on its own activations, not copied from the trained generator's."""
+@pytest.mark.parametrize("stop", ["epoch end", "CPU budget mid-epoch"])
+def test_ema_generator_gets_its_own_batch_norm_statistics(stop):
+    """Standing statistics (Brock et al. 2019): at each epoch end, and when the run stops mid-epoch (here
+    the CPU budget after the first batch), the EMA generator's batch-norm statistics are measured on its
+    own activations, not copied from the trained generator's."""
+    from genlab.callbacks.budget import CpuBudget
+
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
     model = GAN(image_size=16, channels=1, latent_dim=8, width=8, ema=True, ema_decay=0.9)
-    quiet_trainer(limit_train_batches=3, limit_val_batches=0).fit(
-        model, datamodule=DigitsDataModule(batch_size=32)
-    )
+    if stop == "epoch end":
+        trainer = quiet_trainer(limit_train_batches=3, limit_val_batches=0)
+    else:
+        trainer = quiet_trainer(limit_val_batches=0, callbacks=[CpuBudget(seconds=1e-6)])
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    if stop != "epoch end":
+        assert trainer.global_step == 2 and trainer.num_training_batches > 1  # one D and one G step
     ema_norm, live_norm = model.generator_ema.project[2], model.generator.project[2]
     assert not torch.allclose(ema_norm.running_mean, live_norm.running_mean)
     noise = torch.Generator().manual_seed(0)  # the fixed noise of standing_statistics

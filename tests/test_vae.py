@@ -101,6 +101,24 @@ def test_bad_prior_options_name_the_valid_choices():
     assert VAE(sample_prior="auto", conditional=True, num_classes=10).sample_prior == "normal"
 
 
+def test_gmm_prior_is_fitted_when_the_run_stops_mid_epoch():
+    """A run the CPU budget (or max_steps, max_time) stops inside an epoch samples from a mixture fitted to
+    its final encoder, not from last epoch's mixture or N(0, I)."""
+    from genlab.callbacks.budget import CpuBudget
+
+    torch.set_num_threads(1)
+    pl.seed_everything(0, verbose=False)
+    model = VAE(latent_dim=4, width=8, sample_prior="gmm", gmm_components=3, gmm_fit_images=200)
+    trainer = quiet_trainer(limit_val_batches=0, callbacks=[CpuBudget(seconds=1e-6)])
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    assert trainer.global_step == 1 and trainer.num_training_batches > 1  # stopped after one batch
+    assert model.gmm_fitted
+    fitted = model.gmm_means.clone()
+    model.gmm_weights.zero_()  # refit from scratch on the final encoder: the same mixture
+    model.fit_prior(model.training_images())
+    assert torch.allclose(model.gmm_means, fitted, atol=1e-4)
+
+
 def test_gmm_prior_on_fewer_images_than_components_and_on_a_diverged_encoder():
     torch.manual_seed(0)
     model = VAE(image_size=16, latent_dim=4, width=8, sample_prior="gmm", gmm_components=10)

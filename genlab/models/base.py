@@ -89,13 +89,17 @@ class GenerativeModel(pl.LightningModule):
         self._train_last: dict[str, torch.Tensor] = {}  # the latest value of each loss this epoch
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        loop = self.trainer.fit_loop.epoch_loop
+        # `loop.done`: the run stops after this batch although the epoch is not over (the CPU budget,
+        # max_steps, max_time: callbacks' batch-end hooks, which request the stop, run before this one)
+        if loop.batch_progress.is_last_batch or loop.done:
             self.on_last_train_batch()
 
     def on_last_train_batch(self) -> None:
-        """Runs after the last training batch of every epoch, before that epoch's validation, grids and
-        checkpoint (Lightning's on_train_epoch_end comes after validation): work the epoch's evaluation must
-        see, e.g. the prior mixture's fit or the EMA generator's standing statistics."""
+        """Runs after the last training batch of every epoch and after the run's last batch when it stops
+        mid-epoch, before that epoch's validation, grids and checkpoint (Lightning's on_train_epoch_end comes
+        after validation): work the evaluation must see, e.g. the prior mixture's fit or the EMA generator's
+        standing statistics."""
 
     # -- training losses in the logs ---------------------------------------------------------------
     def log_train(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
