@@ -394,3 +394,42 @@ def test_train_refuses_a_channels_last_value_that_is_not_true_false_or_auto(tmp_
     err = capsys.readouterr().err
     assert "genlab: error: speed.channels_last='fast' must be true, false or auto." in err
     assert "Traceback" not in err
+
+
+def test_threads_sizes_the_blas_and_openmp_pools_too(tmp_path):
+    """`threads=1` holds for NumPy's BLAS and OpenMP pools (scikit-learn's mixture fits, SciPy), not only
+    PyTorch's: `genlab train` run in a fresh interpreter whose pools start at 2 threads leaves every pool
+    at 1."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import genlab_env
+
+    script = f"""
+import json, torch
+from threadpoolctl import threadpool_info, threadpool_limits
+import numpy, sklearn.mixture  # load the BLAS / OpenMP libraries the mixture fit uses
+threadpool_limits(limits=2)
+torch.set_num_threads(2)
+from genlab.cli import main
+try:
+    main(["train", "trainer=smoke", "test=false", "logger=none", "threads=1",
+          "hydra.run.dir={tmp_path / "run"}", "paths.cache_dir={tmp_path / "cache"}"])
+except SystemExit as stop:
+    assert not stop.code, stop.code
+pools = {{p["filepath"]: p["num_threads"] for p in threadpool_info()}}
+print(json.dumps({{"torch": torch.get_num_threads(), "pools": pools}}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=genlab_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    threads = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert threads["torch"] == 1
+    assert threads["pools"] and set(threads["pools"].values()) == {1}, threads["pools"]

@@ -216,9 +216,9 @@ def augment(cfg) -> dict:
     from genlab import __version__
     from genlab.data.base import TensorImages
     from genlab.metrics.classifier import check_labelled_images
+    from genlab.runtime.threads import set_threads
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.get("threads"))
     ks = [cfg.k] if isinstance(cfg.k, int) else list(cfg.k)
     if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks):
         raise ConfigError(

@@ -171,11 +171,10 @@ def model_card(config: dict, run_config: dict, training: dict | None, run: Path 
 
 def export(cfg) -> Path:
     """Load the run, write its sampling network, config.json and README.md into this command's folder."""
-    import torch
-
     from genlab.metrics.classifier import file_sha256
     from genlab.models.export import FORMATS, export_model, require_exportable
     from genlab.runtime.checkpoint import load_run
+    from genlab.runtime.threads import set_threads
 
     fmt = str(cfg.get("format"))
     if fmt not in FORMATS:
@@ -183,8 +182,7 @@ def export(cfg) -> Path:
 
         raise bad_choice("format", fmt, FORMATS)
     checkpoint = resolve_checkpoint(cfg.get("ckpt"))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.get("threads"))
     loaded = load_run(checkpoint, device="cpu")
     model = loaded.model
     require_exportable(model, fmt)  # before anything is written

@@ -356,17 +356,16 @@ def _mean(values: list[float]) -> str:
 
 def study(cfg) -> Path:
     """Train what is missing, measure every finished run, judge the claims, write the report."""
-    import torch
     from omegaconf import OmegaConf
 
+    from genlab.runtime.threads import set_threads
     from genlab.study.convergence import ConvergenceRule, judge_convergence, read_curve
     from genlab.study.measure import StudyMeasurer
     from genlab.study.plan import check_study, plan_jobs, run_pending, study_families
     from genlab.study.render import StudyReport, bar_charts, render, training_curves
     from genlab.study.verdict import MULTIPLE, build_table, tested_count, verdicts
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.get("threads"))
     check_study(cfg.study)  # also checked before the command starts (genlab.runtime.checks)
     families = study_families(cfg.study.families)
     study_dir = Path(str(cfg.study.dir))

@@ -190,7 +190,6 @@ def _fit(
     resuming_here: bool,
 ) -> float | None:
     import pytorch_lightning as pl
-    import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
     from pytorch_lightning.utilities import rank_zero_only
@@ -203,9 +202,9 @@ def _fit(
     from genlab.runtime.launch import in_multirun
     from genlab.runtime.speed import apply_speed_options, resolve_run_speed
     from genlab.runtime.tags import log_tags, run_tags
+    from genlab.runtime.threads import set_threads
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     if "image_size" in cfg.data and cfg.data.image_size is None and datamodule.image_size is not None:

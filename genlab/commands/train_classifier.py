@@ -9,13 +9,12 @@ from genlab.runtime.launch import run_command
 
 
 def train(cfg) -> float:
-    import torch
     from hydra.utils import instantiate
 
     from genlab.metrics.classifier import classifier_path, load_classifier, train_classifier
+    from genlab.runtime.threads import set_threads
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.get("threads"))
     datamodule = instantiate(cfg.data)
     path = classifier_path(cfg.paths.cache_dir, datamodule)
     if path.is_file() and not cfg.force:

@@ -185,15 +185,13 @@ def load_run(
 ) -> LoadedRun:
     """Read `ckpt` safely (see `read_checkpoint`), rebuild its model in eval mode on `device`, and keep its
     data config with `data_overrides` ({key: value} from `data.<key>=value`) applied."""
-    import torch
-
     from genlab.data import apply_data_overrides
     from genlab.models.loading import model_from_checkpoint
+    from genlab.runtime.threads import set_threads
 
     path = Path(require_checkpoint(ckpt, key)).expanduser()
     resolved_device = resolve_device(device)  # a bad device fails before the (slow) read
-    if threads:
-        torch.set_num_threads(int(threads))
+    set_threads(threads)
     checkpoint = read_checkpoint(path, key)
     model = model_from_checkpoint(checkpoint, checkpoint_source(path, key)).to(resolved_device).eval()
     run_config = checkpoint["genlab"].get("config") or {}

@@ -174,10 +174,12 @@ class DistributedHygiene(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         n = processes_per_node(trainer)
+        from genlab.runtime.threads import set_threads
+
         if self.threads:
-            torch.set_num_threads(int(self.threads))
+            set_threads(self.threads)
         elif n > 1 and trainer.strategy.root_device.type == "cpu":
-            torch.set_num_threads(max(1, available_cores() // n))
+            set_threads(max(1, available_cores() // n))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A spawned worker hands only weights and callback_metrics back to the main process; the step and
