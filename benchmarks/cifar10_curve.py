@@ -79,9 +79,7 @@ def score(ckpt: Path, work: Path, root: Path, n: int, n_bpd: int) -> dict:
         f"metrics.n_real={n}",
         f"metrics.n_fake={n}",
         f"metrics.n_bpd={n_bpd}",
-        "threads=1",
         f"data.root={root}",
-        f"paths.cache_dir={work / 'cache'}",
     ]
     load = os.getloadavg()[0]
     metrics, fields = timed_eval(ckpt, work / f"eval_{ckpt.stem}", work, eval_args)

@@ -65,9 +65,16 @@ def run_args(seed: int, work: Path) -> list[str]:
 
 
 def timed_eval(ckpt: str | Path, out: Path, work: Path, eval_args: list[str]) -> tuple[dict, dict]:
-    """`genlab eval ckpt=<ckpt> <eval_args>` into `out`, timed from `work`: (its metrics, the row fields
-    eval_wall_s, eval_cpu_s and eval_command)."""
-    command = ["eval", f"ckpt={ckpt}", *eval_args, f"hydra.run.dir={out}"]
+    """`genlab eval ckpt=<ckpt> <eval_args>` into `out` on one thread with the work folder's shared cache,
+    timed from `work`: (its metrics, the row fields eval_wall_s, eval_cpu_s and eval_command)."""
+    command = [
+        "eval",
+        f"ckpt={ckpt}",
+        "threads=1",
+        f"paths.cache_dir={work / 'cache'}",
+        *eval_args,
+        f"hydra.run.dir={out}",
+    ]
     wall, cpu, _ = timed([str(BIN / "genlab"), *command], work, timeout=7200)
     scored = json.loads((out / "metrics.json").read_text())["metrics"]
     return scored, {"eval_wall_s": wall, "eval_cpu_s": cpu, "eval_command": "genlab " + " ".join(command)}
@@ -102,7 +109,6 @@ def train_then_eval(
 def genlab_run(
     family: str, seed: int, work: Path, common: dict, extra_train: list[str], extra_eval: list[str]
 ) -> dict:
-    cache = f"paths.cache_dir={work / 'cache'}"
     train_args = [
         "train",
         f"model={family}",
@@ -117,9 +123,7 @@ def genlab_run(
         f"metrics.backbone={common['backbone']}",
         f"metrics.n_real={common['n']}",
         f"metrics.n_fake={common['n']}",
-        "threads=1",
         *[a for a in common["data_args"] if a.startswith(("data.root", "data.download"))],
-        cache,
         *extra_eval,
     ]
     trained, scored, fields = train_then_eval(work / f"{family}_seed{seed}", work, train_args, eval_args)

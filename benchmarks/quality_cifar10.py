@@ -46,7 +46,6 @@ TARGETS = (
 
 
 def genlab_run(family: str, seed: int, work: Path, common: dict, grids: Path | None) -> dict:
-    cache = f"paths.cache_dir={work / 'cache'}"
     root = f"data.root={common['root']}"
     train_args = [
         "train",
@@ -60,9 +59,7 @@ def genlab_run(family: str, seed: int, work: Path, common: dict, grids: Path | N
         f"metrics.n_real={common['n']}",
         f"metrics.n_fake={common['n']}",
         f"metrics.n_bpd={common['n_bpd']}",
-        "threads=1",
         root,
-        cache,
         *common["extra_eval"],
     ]
     trained, scored, fields = train_then_eval(work / f"{family}_seed{seed}", work, train_args, eval_args)

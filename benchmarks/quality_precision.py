@@ -57,7 +57,6 @@ def run(family: str, arm: str, seed: int, work: Path, common: dict) -> dict:
     preset = FAMILIES[family][0]
     epochs, n_bpd, root, n = common["epochs"][family], common["n_bpd"][family], common["root"], common["n"]
     settings = FP32 if arm == "fp32" else BF16[family]
-    cache = f"paths.cache_dir={work / 'cache'}"
     train_args = [
         "train",
         f"experiment={preset}",
@@ -72,9 +71,7 @@ def run(family: str, arm: str, seed: int, work: Path, common: dict) -> dict:
         f"metrics.n_real={n}",
         f"metrics.n_fake={n}",
         f"metrics.n_bpd={n_bpd}",
-        "threads=1",
         f"data.root={root}",
-        cache,
         *common["extra_eval"],
     ]
     out = work / f"{family}_{arm}_seed{seed}"

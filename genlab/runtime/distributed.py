@@ -23,6 +23,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from genlab.errors import ConfigError
+from genlab.runtime.threads import set_threads
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -174,8 +175,6 @@ class DistributedHygiene(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         n = processes_per_node(trainer)
-        from genlab.runtime.threads import set_threads
-
         if self.threads:
             set_threads(self.threads)
         elif n > 1 and trainer.strategy.root_device.type == "cpu":
